@@ -1,0 +1,153 @@
+"""Build script for segdet and its compiled extension ``segdet._C``.
+
+Environment variables:
+  FORCE_CUDA=1            build the CUDA kernels even when no GPU is visible (needs nvcc).
+  FORCE_CUDA=0            never build the CUDA kernels.
+  TORCH_CUDA_ARCH_LIST    GPU architectures to compile for; defaults to the visible GPUs, or
+                          DEFAULT_CUDA_ARCH_LIST below when none is visible.
+  CUDA_HOME               CUDA toolkit root; found from nvcc when unset.
+  MAX_JOBS                parallel compile jobs (ninja).
+  SEGDET_DEBUG=1          -O0 -g build with assertions.
+"""
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCH_LIST = "7.5;8.0;8.6;8.9;9.0+PTX"
+
+
+def _toolkit_from_nvcc():
+    """CUDA toolkit root as nvcc itself reports it.
+
+    The nvcc on PATH may be a wrapper script outside the toolkit, so the path of the
+    executable says nothing; nvcc's dry run prints the TOP variable it resolved.
+    """
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None
+    try:
+        out = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in (out.stdout + out.stderr).splitlines():
+        m = re.match(r"#\$ TOP=(.+)$", line.strip())
+        if m:
+            top = os.path.realpath(m.group(1).strip())
+            if os.path.exists(os.path.join(top, "bin", "nvcc")):
+                return top
+    real = os.path.realpath(nvcc)
+    candidate = os.path.dirname(os.path.dirname(real))
+    if os.path.exists(os.path.join(candidate, "include", "cuda.h")):
+        return candidate
+    return None
+
+
+def find_cuda_home():
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        path = os.environ.get(var)
+        if path and os.path.exists(os.path.join(path, "bin", "nvcc")):
+            return path
+    path = _toolkit_from_nvcc()
+    if path:
+        return path
+    for path in ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True) + ["/opt/cuda"]:
+        if os.path.exists(os.path.join(path, "bin", "nvcc")):
+            return path
+    return None
+
+
+def nvidia_wheel_include_dirs():
+    """Include dirs of the nvidia-* wheels torch depends on (cuBLAS, cuSPARSE, ... headers)."""
+    dirs = []
+    try:
+        import nvidia  # namespace package shipped by the nvidia-* wheels
+    except ImportError:
+        return dirs
+    for base in list(getattr(nvidia, "__path__", [])):
+        for inc in sorted(glob.glob(os.path.join(base, "**", "include"), recursive=True)):
+            if glob.glob(os.path.join(inc, "*.h")) and inc not in dirs:
+                dirs.append(inc)
+    return dirs
+
+
+def want_cuda(torch):
+    force = os.environ.get("FORCE_CUDA")
+    if force == "0":
+        return False
+    if force == "1":
+        return True
+    return torch.cuda.is_available()
+
+
+def get_extensions():
+    cuda_home = find_cuda_home()
+    if cuda_home and not os.environ.get("CUDA_HOME"):
+        # torch.utils.cpp_extension reads CUDA_HOME once, at import.
+        os.environ["CUDA_HOME"] = cuda_home
+    import torch
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    debug = os.environ.get("SEGDET_DEBUG", "0") == "1"
+    with_cuda = want_cuda(torch)
+    if with_cuda and cuda_home is None:
+        sys.exit("segdet: FORCE_CUDA=1 but no CUDA toolkit was found; set CUDA_HOME to the toolkit root.")
+    if with_cuda and torch.version.cuda is None:
+        sys.exit("segdet: CUDA kernels requested but the installed torch is a CPU-only build.")
+
+    sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+    sources = [s for s in sources if not s.startswith(os.path.join("csrc", "tests"))]
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
+
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    cxx = opt + ["-fopenmp", "-std=c++20", "-fvisibility=hidden"]
+    if not debug:
+        cxx.append("-DNDEBUG")
+    extra = {"cxx": cxx}
+    define_macros = []
+    include_dirs = [os.path.join(ROOT, "csrc")]
+    ext_cls = CppExtension
+    if with_cuda:
+        ext_cls = CUDAExtension
+        sources += cuda_sources
+        define_macros.append(("WITH_CUDA", None))
+        include_dirs += nvidia_wheel_include_dirs()
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCH_LIST
+        extra["nvcc"] = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"] + (
+            [] if debug else ["-DNDEBUG"]
+        )
+    return [
+        ext_cls(
+            "segdet._C",
+            sources,
+            include_dirs=include_dirs,
+            define_macros=define_macros,
+            extra_compile_args=extra,
+            extra_link_args=["-fopenmp"],
+        )
+    ]
+
+
+def main():
+    from torch.utils.cpp_extension import BuildExtension
+
+    setup(
+        name="segdet",
+        version="0.1.0",
+        description="Mask R-CNN instance segmentation with C++/CUDA kernels for PyTorch",
+        packages=find_packages(include=["segdet", "segdet.*"]),
+        python_requires=">=3.10",
+        ext_modules=get_extensions(),
+        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+        zip_safe=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
