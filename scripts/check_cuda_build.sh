@@ -13,4 +13,4 @@ export MAX_JOBS=${MAX_JOBS:-2}
 echo "[cuda-build] FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST"
 .venv/bin/python setup.py -q build_ext --build-temp build/cuda-temp --build-lib build/cuda-lib
 lib=$(ls build/cuda-lib/segdet/_C*.so | head -n1)
-.venv/bin/python scripts/check_cuda_registration.py "$lib"
+.venv/bin/python scripts/check_registration.py --cuda "$lib"

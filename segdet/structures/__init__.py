@@ -1,0 +1,15 @@
+"""Data structures shared by the model: boxes, per-image instances and batched images."""
+from .boxes import box_area, box_iou, check_boxes, clip_boxes, nonempty_boxes, scale_boxes
+from .image_list import ImageList
+from .instances import Instances
+
+__all__ = [
+    "ImageList",
+    "Instances",
+    "box_area",
+    "box_iou",
+    "check_boxes",
+    "clip_boxes",
+    "nonempty_boxes",
+    "scale_boxes",
+]
