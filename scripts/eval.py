@@ -1,0 +1,82 @@
+"""COCO bbox/segm evaluation of a checkpoint: python scripts/eval.py checkpoint=PATH [overrides]   (conf/eval.yaml)
+
+Prints pycocotools' tables and writes metrics.json (iteration, bbox/*, segm/* in COCO AP x 100). Also runs under
+torchrun, every process evaluating its share of the images.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+logger = logging.getLogger("segdet.eval")
+
+
+def run(cfg: DictConfig) -> dict:
+    from segdet.data import build_from_config, prepare_data
+    from segdet.engine import distributed as du
+    from segdet.engine.checkpoint import atomic_write, find_last_checkpoint, load_checkpoint, read_checkpoint
+    from segdet.engine.evaluation import inference_on_dataset, json_safe_metrics, write_overlays
+    from segdet.engine.launch import configure_rank_logging
+    from segdet.evaluation import COCOEvaluator
+    from segdet.modeling import build_model
+
+    path = Path(cfg.checkpoint)
+    if path.is_dir():
+        found = find_last_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"checkpoint={path} is a directory without checkpoints (looked in {path}/checkpoints)")
+        path = found
+    ckpt = read_checkpoint(path)
+    if "_target_" in cfg.model:
+        model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    elif isinstance(ckpt.get("model_config"), dict):
+        model_config = ckpt["model_config"]
+    else:
+        raise ValueError(f"checkpoint {path} stores no model config dict ({ckpt.get('model_config')!r}); "
+                         "choose one with model=NAME")
+    dist = du.init_distributed(cfg.device)
+    configure_rank_logging(dist.rank)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / f"eval_{path.stem}"
+
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    if dist.is_main:
+        prepare_data(data_cfg)
+    du.barrier()
+    val_set, val_loader = build_from_config(data_cfg, split="val")
+    saved_map = ckpt.get("label_to_category_id")
+    if saved_map and {int(k): int(v) for k, v in saved_map.items()} != dict(val_set.label_to_category_id):
+        logger.warning("checkpoint %s was trained with label->category map %s, the val data has %s", path,
+                       saved_map, val_set.label_to_category_id)
+
+    model = build_model(model_config)
+    load_checkpoint(path, model, model_config=model_config if "_target_" in cfg.model else None)
+    model.to(dist.device)
+    logger.info("Evaluating %s (iteration %s) on %d images of %s", path, ckpt.get("iteration"), len(val_set),
+                data_cfg["val"]["ann_file"])
+    evaluator = COCOEvaluator(data_cfg["val"]["ann_file"], val_set.label_to_category_id)
+    metrics = json_safe_metrics(inference_on_dataset(model, val_loader, evaluator, device=dist.device))
+    result = {"iteration": ckpt.get("iteration"), "checkpoint": str(path), **metrics}
+    if dist.is_main:
+        payload = json.dumps(result, indent=2, sort_keys=True) + "\n"
+        atomic_write(out_dir / "metrics.json", lambda f: f.write(payload.encode()))
+        logger.info("Wrote %s", out_dir / "metrics.json")
+        if cfg.num_overlays > 0:
+            write_overlays(model, val_set, out_dir=out_dir / "overlays", device=dist.device,
+                           class_names=val_set.class_names, num_images=cfg.num_overlays,
+                           score_threshold=cfg.overlay_score_threshold)
+    du.destroy()
+    return result
+
+
+@hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Train a Mask R-CNN: python scripts/train.py [hydra overrides]   (conf/train.yaml)
+
+Under torchrun (torchrun --nproc_per_node=N scripts/train.py ...) every process trains its share of the global batch
+with DDP; rank 0 writes logs, checkpoints and metrics into the one run directory.
+
+Exit status: 0 when training (and the final evaluation) finished; 128 + signal number (143 for SIGTERM, 130 for
+SIGINT) when stopped by a signal after saving a checkpoint; 1 on errors, e.g. a non-finite loss.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+logger = logging.getLogger("segdet.train")
+
+
+def run(cfg: DictConfig, run_dir: str) -> int:
+    import torch
+
+    from segdet.data import build_from_config, prepare_data
+    from segdet.engine import distributed as du
+    from segdet.engine.evaluation import inference_on_dataset, json_safe_metrics, write_overlays
+    from segdet.engine.launch import agree_on_run_dir, configure_rank_logging, split_train_options
+    from segdet.engine.rng import seed_all
+    from segdet.engine.trainer import NonFiniteLossError, Trainer
+    from segdet.evaluation import COCOEvaluator
+    from segdet.modeling import build_model
+
+    batch_size, options = split_train_options(OmegaConf.to_container(cfg.train, resolve=True))
+    dist = du.init_distributed(cfg.device)
+    configure_rank_logging(dist.rank)
+    run_dir = agree_on_run_dir(run_dir)
+    logger.info("Run directory %s, world size %d, device %s", run_dir, dist.world_size, dist.device)
+
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    if dist.is_main:
+        prepare_data(data_cfg)  # generate synthetic data once, before the other ranks look for it
+    du.barrier()
+    train_set, train_loader = build_from_config(data_cfg, split="train", global_batch_size=batch_size, seed=cfg.seed)
+    val_set, val_loader = build_from_config(data_cfg, split="val")
+    if train_set.num_classes != cfg.data.num_classes:
+        raise ValueError(f"data.num_classes={cfg.data.num_classes} but {data_cfg['train']['ann_file']} has "
+                         f"{train_set.num_classes} categories")
+
+    seed_all(cfg.seed)  # same initial weights on every rank
+    model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    model = build_model(model_config)
+    seed_all(cfg.seed + dist.rank)  # each rank its own stream for RoI sampling etc.
+    optimizer = instantiate(cfg.optim)(model)
+    scheduler = instantiate(cfg.schedule)(optimizer, max_iter=options["max_iter"])
+
+    evaluator = COCOEvaluator(data_cfg["val"]["ann_file"], val_set.label_to_category_id)
+    evaluate_fn = functools.partial(inference_on_dataset, data_loader=val_loader, evaluator=evaluator,
+                                    device=dist.device)
+    trainer = Trainer(
+        model=model, optimizer=optimizer, scheduler=scheduler, data_loader=train_loader, sampler=train_loader,
+        run_dir=run_dir, dist=dist, evaluate_fn=lambda m: json_safe_metrics(evaluate_fn(m)),
+        checkpoint_extra={"model_config": model_config, "label_to_category_id": dict(val_set.label_to_category_id),
+                          "class_names": list(val_set.class_names)},
+        **options,
+    )
+    trainer.resume_or_start(resume=cfg.resume)
+    try:
+        result = trainer.train()
+    except NonFiniteLossError as exc:
+        logger.error("%s", exc)
+        return 1
+    if result.exit_code == 0 and dist.is_main and cfg.eval.num_overlays > 0:
+        paths = write_overlays(model, val_set, out_dir=run_dir / "overlays", device=dist.device,
+                               class_names=val_set.class_names, num_images=cfg.eval.num_overlays,
+                               score_threshold=cfg.eval.overlay_score_threshold)
+        logger.info("Wrote %d overlays to %s", len(paths), run_dir / "overlays")
+    du.barrier()
+    du.destroy()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result.exit_code
+
+
+_exit_code = [0]  # hydra.main drops the task's return value
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    _exit_code[0] = run(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    from segdet.engine.launch import nonmain_rank_overrides
+
+    sys.argv += nonmain_rank_overrides(sys.argv[1:])
+    main()
+    sys.exit(_exit_code[0])

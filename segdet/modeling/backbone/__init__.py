@@ -1,0 +1,15 @@
+"""Backbones: ResNet/ResNeXt trunks, FPN and their normalisation layers."""
+from .fpn import FPN
+from .norm import FrozenBatchNorm2d, convert_frozen_batchnorm, get_norm
+from .resnet import ResNet
+from .resnet_fpn import ResNetFPNBackbone, build_resnet_fpn_backbone
+
+__all__ = [
+    "FPN",
+    "FrozenBatchNorm2d",
+    "ResNet",
+    "ResNetFPNBackbone",
+    "build_resnet_fpn_backbone",
+    "convert_frozen_batchnorm",
+    "get_norm",
+]

@@ -1,0 +1,94 @@
+"""Normalisation layers for the backbone: frozen batch norm and a name -> layer factory."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["FrozenBatchNorm2d", "get_norm", "convert_frozen_batchnorm", "NORM_NAMES"]
+
+NORM_NAMES = ("FrozenBN", "BN", "SyncBN", "GN")
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """Batch norm with fixed statistics and affine parameters, as an affine map per channel.
+
+    Detection trains with a few images per GPU, too few for useful batch statistics, so the ImageNet
+    statistics are kept. Everything is a buffer (nothing trains): ``weight``, ``bias``, ``running_mean``,
+    ``running_var``, each Tensor[C]. ``eps`` is 1e-5, the value torchvision's FrozenBatchNorm2d and
+    nn.BatchNorm2d use, so converted weights reproduce the original network.
+
+    Input/output: Tensor[N, C, H, W].
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # Checkpoints written from nn.BatchNorm2d carry a step counter that has no meaning here.
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Fold the four vectors into one scale and shift: one multiply-add per element, and it
+        # stays correct under fp16 because rsqrt is taken on the (fp32) buffers.
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.reshape(1, -1, 1, 1).to(x.dtype) + shift.reshape(1, -1, 1, 1).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+def get_norm(name: str | None, channels: int) -> nn.Module | None:
+    """Build the normalisation layer ``name`` for ``channels`` channels.
+
+    Args:
+        name: "FrozenBN" | "BN" | "SyncBN" | "GN" (GroupNorm with 32 groups), or "" / None for no
+            normalisation (returns None; the caller then gives its conv a bias).
+        channels: number of channels C of the Tensor[N, C, H, W] it normalises.
+    """
+    if name is None or name == "":
+        return None
+    if not isinstance(name, str):
+        raise TypeError(f"norm must be one of {NORM_NAMES} or '', got {type(name).__name__}")
+    if name == "FrozenBN":
+        return FrozenBatchNorm2d(channels)
+    if name == "BN":
+        return nn.BatchNorm2d(channels)
+    if name == "SyncBN":
+        return nn.SyncBatchNorm(channels)
+    if name == "GN":
+        if channels % 32 != 0:
+            raise ValueError(f"norm 'GN' uses 32 groups, so channels must be a multiple of 32, got {channels}")
+        return nn.GroupNorm(32, channels)
+    raise ValueError(f"norm must be one of {NORM_NAMES} or '' (none), got {name!r}")
+
+
+def convert_frozen_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d/SyncBatchNorm in ``module`` by a FrozenBatchNorm2d with the same statistics.
+
+    Returns the converted module (``module`` itself, changed in place, unless it is a batch norm).
+    """
+    if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        with torch.no_grad():
+            if module.affine:
+                frozen.weight.copy_(module.weight)
+                frozen.bias.copy_(module.bias)
+            if module.track_running_stats:
+                frozen.running_mean.copy_(module.running_mean)
+                frozen.running_var.copy_(module.running_var)
+        return frozen
+    for name, child in module.named_children():
+        new_child = convert_frozen_batchnorm(child)
+        if new_child is not child:
+            setattr(module, name, new_child)
+    return module

@@ -1,0 +1,1 @@
+"""Small utilities that are not part of the model: drawing predictions."""

@@ -1,0 +1,24 @@
+import pytest
+
+from segdet.engine.launch import agree_on_run_dir, nonmain_rank_overrides, split_train_options
+
+
+def test_split_train_options_rejects_unknown_keys():
+    batch, options = split_train_options({"batch_size": 8, "max_iter": 10, "amp": "none", "keep_checkpoints": 2})
+    assert batch == 8 and options == {"max_iter": 10, "amp": "none", "keep_checkpoints": 2}
+    with pytest.raises(ValueError, match=r"unknown key\(s\) in the train config: \['max_itr'\]"):
+        split_train_options({"batch_size": 8, "max_itr": 10})
+    with pytest.raises(ValueError, match="batch_size"):
+        split_train_options({"max_iter": 10})
+
+
+def test_nonmain_rank_overrides(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    assert nonmain_rank_overrides([]) == []
+    monkeypatch.setenv("RANK", "1")
+    assert nonmain_rank_overrides(["a=1"]) == ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+    assert nonmain_rank_overrides(["hydra/job_logging=none"]) == ["hydra.output_subdir=null"]
+
+
+def test_single_process_keeps_its_run_dir(tmp_path):
+    assert agree_on_run_dir(tmp_path / "r") == (tmp_path / "r").resolve()

@@ -1,0 +1,84 @@
+"""Every train/eval config composes with every option of its groups; bad keys and options fail early."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides, return_hydra_config=True)
+
+
+def test_groups_have_options():
+    for group in ("model", "data", "optim", "schedule", "experiment"):
+        assert _options(group), group
+
+
+@pytest.mark.parametrize("group", ["model", "data", "optim", "schedule", "experiment"])
+def test_train_composes_with_every_option(group):
+    for option in _options(group):
+        cfg = _compose("train", [f"{group}={option}"])
+        OmegaConf.resolve(cfg)  # every interpolation resolves
+        assert cfg.model._target_ and cfg.optim._target_ and cfg.schedule._target_
+        assert cfg.model.num_classes == cfg.data.num_classes
+        assert cfg.train.max_iter > 0 and cfg.train.batch_size > 0
+        assert cfg.hydra.run.dir == f"runs/{cfg.name}"
+
+
+def test_train_defaults():
+    cfg = _compose("train", [])
+    assert cfg.hydra.runtime.choices.model == "maskrcnn_small"
+    assert cfg.hydra.runtime.choices.data == "shapes"
+    assert cfg.hydra.runtime.choices.optim == "sgd"
+    assert cfg.resume is True and cfg.device == "auto" and cfg.name == "default"
+
+
+def test_experiment_overrides_groups_and_values():
+    cfg = _compose("train", ["experiment=coco_r50_fpn_1x"])
+    assert cfg.hydra.runtime.choices.model == "maskrcnn_r50_fpn"
+    assert cfg.data.name == "coco" and cfg.model.num_classes == 80
+    assert cfg.train.max_iter == 90000 and cfg.hydra.run.dir == "runs/coco_r50_fpn_1x"
+
+
+@pytest.mark.parametrize("data", _options("data"))
+@pytest.mark.parametrize("model", [None] + _options("model"))
+def test_eval_composes(data, model):
+    overrides = ["checkpoint=some.pt", f"data={data}"] + ([f"model={model}"] if model else [])
+    cfg = _compose("eval", overrides)
+    OmegaConf.resolve(cfg)
+    assert ("_target_" in cfg.model) == (model is not None)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["train.max_itr=5"], "max_itr"),
+    (["optim=adam_typo"], "adam_typo"),
+    (["schedule=nope"], "nope"),
+    (["+model=maskrcnn_small"], "model"),
+])
+def test_bad_overrides_fail_composition(overrides, match):
+    with pytest.raises(ConfigCompositionException, match=match):
+        _compose("train", overrides)
+
+
+def test_train_script_rejects_bad_config_before_any_work(tmp_path):
+    run_dir = tmp_path / "run"
+    for bad in (["train.max_itr=5"], ["model=no_such_model"]):
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "scripts/train.py"), f"hydra.run.dir={run_dir}", *bad],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode != 0
+        assert bad[0].split("=")[0].split(".")[-1] in proc.stderr or bad[0].split("=")[1] in proc.stderr, proc.stderr
+        assert not run_dir.exists()
