@@ -63,6 +63,8 @@ class Instances:
         """Set field ``name``; its length must match the existing fields."""
         if not name or name.startswith("_"):
             raise ValueError(f"field name must be non-empty and not start with '_', got {name!r}")
+        if hasattr(type(self), name):
+            raise ValueError(f"{name!r} is an Instances attribute/method and cannot be a field name")
         try:
             n = len(value)
         except TypeError as exc:

@@ -35,6 +35,10 @@ def test_length_mismatch_rejected():
         inst.pred_boxes = torch.zeros(3, 4)
     with pytest.raises(ValueError, match="image_size"):
         Instances((1, 2, 3))
+    with pytest.raises(ValueError, match="image_size"):
+        inst.image_size = [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="'to'"):
+        Instances((2, 2), to=torch.zeros(2))
 
 
 def test_empty():
