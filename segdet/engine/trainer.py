@@ -7,6 +7,7 @@ the global RNG (the DataLoader's worker base seed) in both the uninterrupted and
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -326,12 +327,26 @@ class Trainer:
                     return TrainResult(iteration=self.iteration, signum=stop.signum or 15)
             if self._last_saved_iter != self.iteration:
                 self.save()
+            self._check_replicas_in_sync()
             logger.info("Training took %s (%d iterations)", format_seconds(total.seconds()), self.iteration - start)
             metrics = self._evaluate(metrics_logger)
             self.write_metrics(metrics)
             return TrainResult(iteration=self.iteration, metrics=metrics)
         finally:
             metrics_logger.close()
+
+    def _check_replicas_in_sync(self) -> None:
+        """Under DDP, compare a digest of every rank's parameters: replicas that drifted apart (e.g. a rank that
+        skipped a step alone) would make the saved rank-0 weights a lie about what was trained."""
+        if not self.dist.distributed:
+            return
+        digest = hashlib.sha256()
+        for p in unwrap_model(self.model).parameters():
+            digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digests = du.all_gather_object(digest.hexdigest())
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"model parameters differ between ranks after training: digests {digests}")
+        logger.info("Parameters identical on all %d ranks (sha256 %s)", len(digests), digests[0][:16])
 
     def _evaluate(self, metrics_logger: MetricsLogger) -> dict:
         if self.evaluate_fn is None:
