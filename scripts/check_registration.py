@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-REQUIRED = ["roi_align", "_roi_align_backward", "nms", "batched_nms", "decode_boxes"]
+REQUIRED = ["roi_align", "_roi_align_backward", "nms", "batched_nms", "decode_boxes", "paste_masks"]
 
 
 def main(argv=None) -> int:

@@ -65,8 +65,16 @@ class WarmupLR(torch.optim.lr_scheduler.LRScheduler):
             decay *= self.warmup_factor * (1.0 - alpha) + alpha
         return decay
 
+    # Only the position in the schedule is state; its shape (max_iter, milestones, warm-up) comes from the config of
+    # the run that resumes, so a run can be extended by raising train.max_iter and resuming.
+    _STATE_KEYS = ("last_epoch", "_step_count", "base_lrs", "_last_lr")
+
+    def state_dict(self) -> dict:
+        return {k: self.__dict__[k] for k in self._STATE_KEYS if k in self.__dict__}
+
     def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
+        super().load_state_dict({k: v for k, v in state_dict.items() if k in self._STATE_KEYS})
+        self._last_lr = [base * self.factor(self.last_epoch) for base in self.base_lrs]
         # The base class leaves the optimizer's lr alone until the next step(); a resumed run's first step must
         # already use the restored schedule even when the optimizer state is not loaded with it.
         for group, lr in zip(self.optimizer.param_groups, self.get_last_lr()):

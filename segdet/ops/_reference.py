@@ -49,25 +49,30 @@ def roi_align_reference(
     """RoIAlign by direct summation: Tensor[N, C, H, W], rois Tensor[K, 5] -> Tensor[K, C, oh, ow].
 
     rois rows are (batch_index, x1, y1, x2, y2) in input-image pixels. Every bin averages a
-    grid_h x grid_w grid of bilinear samples placed at the centres of equal sub-cells; the geometry is
-    computed in Python floats (double). Differentiable with respect to ``input`` through autograd.
+    grid_h x grid_w grid of bilinear samples placed at the centres of equal sub-cells; the RoI size
+    and sample grid are computed in the input's dtype, the sample positions in Python floats
+    (double). Differentiable with respect to ``input`` through autograd.
     Boxes with a non-finite coordinate give zeros. Loops over every sample: keep boxes small.
     """
     pooled_h, pooled_w = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     offset = 0.5 if aligned else 0.0
     outputs = []
-    for roi in rois.tolist():
+    for roi in rois:
         image = input[int(roi[0])]
-        x1, y1, x2, y2 = (v * spatial_scale - offset for v in roi[1:])
-        roi_w, roi_h = x2 - x1, y2 - y1
-        if not all(math.isfinite(v) for v in (x1, y1, roi_w, roi_h)):
+        # The RoI's corners, size and adaptive grid are computed in the input's dtype, as every
+        # implementation does: ceil() of a float32 size can differ from ceil() of the double one.
+        corners = roi[1:].to(input.dtype) * spatial_scale - offset
+        size_w, size_h = corners[2] - corners[0], corners[3] - corners[1]
+        x1, y1 = corners[0].item(), corners[1].item()
+        if not all(math.isfinite(v) for v in (x1, y1, size_w.item(), size_h.item())):
             outputs.append(input.new_zeros(input.shape[1], pooled_h, pooled_w))
             continue
         if not aligned:  # the original RoIAlign treats boxes under one map pixel as 1x1
-            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
+            size_w, size_h = size_w.clamp(min=1.0), size_h.clamp(min=1.0)
+        roi_w, roi_h = size_w.item(), size_h.item()
         bin_w, bin_h = roi_w / pooled_w, roi_h / pooled_h
-        grid_h = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / pooled_h)
-        grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / pooled_w)
+        grid_h = sampling_ratio if sampling_ratio > 0 else max(int(torch.ceil(size_h / pooled_h).item()), 0)
+        grid_w = sampling_ratio if sampling_ratio > 0 else max(int(torch.ceil(size_w / pooled_w).item()), 0)
         count = max(grid_h * grid_w, 1)
         bins = []
         for ph in range(pooled_h):

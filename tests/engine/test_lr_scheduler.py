@@ -58,3 +58,13 @@ def test_state_round_trip_is_weights_only_loadable():
 def test_bad_values_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_lr_scheduler(_opt(), max_iter=10, **kwargs)
+
+
+def test_schedule_shape_comes_from_the_resuming_config():
+    short = build_lr_scheduler(_opt(), max_iter=10, steps=(0.5,), warmup_iters=0)
+    _lrs(short, 4)
+    longer = build_lr_scheduler(_opt(), max_iter=100, steps=(0.5,), warmup_iters=0)
+    longer.load_state_dict(short.state_dict())
+    assert longer.last_epoch == 4 and longer.milestones == [50]
+    lrs = _lrs(longer, 47)  # iterations 4..50
+    assert lrs[-2] == 1.0 and lrs[-1] == pytest.approx(0.1)

@@ -16,6 +16,16 @@ def test_paste_matches_torchvision_thresholded():
     assert torch.equal(ours, want)
 
 
+def test_compiled_paste_op_matches_the_python_pasting():
+    from segdet.ops import paste_masks
+
+    g = torch.Generator().manual_seed(1)
+    masks = torch.rand(30, 28, 28, generator=g)
+    xy = torch.rand(30, 2, generator=g) * 120 - 20
+    boxes = torch.cat([xy, xy + torch.rand(30, 2, generator=g) * 80 + 0.1], 1)
+    assert torch.equal(paste_masks(masks, boxes, 90, 110), paste_masks_in_image(masks, boxes, (90, 110)))
+
+
 def test_paste_full_mask_fills_its_box_only():
     out = paste_masks_in_image(torch.ones(1, 28, 28), torch.tensor([[10.0, 20.0, 50.0, 40.0]]), (64, 64))
     ys, xs = torch.nonzero(out[0], as_tuple=True)

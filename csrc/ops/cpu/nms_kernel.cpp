@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cstdint>
 #include <numeric>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -168,11 +169,13 @@ Grouping group_by_category(const at::Tensor& categories_in_score_order) {
   const int64_t* cat = categories_in_score_order.const_data_ptr<int64_t>();
   const auto [lo_it, hi_it] = std::minmax_element(cat, cat + n);
   const int64_t lo = *lo_it;
-  const uint64_t range = static_cast<uint64_t>(*hi_it) - static_cast<uint64_t>(lo) + 1;  // no signed overflow
+  // Unsigned, so that the span of any two int64 values is representable.
+  const uint64_t span = static_cast<uint64_t>(*hi_it) - static_cast<uint64_t>(lo);
   Grouping g;
   g.rank_order = at::empty({n}, categories_in_score_order.options());
   int64_t* out = g.rank_order.mutable_data_ptr<int64_t>();
-  if (range <= static_cast<uint64_t>(std::max<int64_t>(n, 1 << 16))) {
+  if (span < static_cast<uint64_t>(std::max<int64_t>(n, 1 << 16))) {
+    const uint64_t range = span + 1;
     // Counting sort: stable, linear, and the usual case (categories are small labels).
     std::vector<int64_t> start(range + 1, 0);
     for (int64_t p = 0; p < n; ++p) {
@@ -318,7 +321,8 @@ at::Tensor batched_nms_kernel(const at::Tensor& boxes_in, const at::Tensor& scor
   // torchvision's per-category path: kept indices in increasing index order, then
   // scores[kept].sort(descending=True), whose (unstable) tie order is reproduced by making
   // the same call on the same values.
-  const at::Tensor kept_by_index = std::get<0>(at::sort(kept_in_score_order(keep, order), /*dim=*/0));
+  const at::Tensor keep_by_index = at::zeros_like(keep).index_copy_(0, order, keep);
+  const at::Tensor kept_by_index = at::nonzero(keep_by_index).squeeze(1);
   const at::Tensor perm = std::get<1>(score.index_select(0, kept_by_index).sort(/*dim=*/0, /*descending=*/true));
   return kept_by_index.index_select(0, perm);
 }

@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 
 #include "ops/nms.h"
 #include "ops/nms_math.h"

@@ -10,7 +10,7 @@ from torch import nn
 
 from segdet.structures import ImageList, Instances
 
-from ..postprocessing import paste_masks_in_image, rescale_boxes
+from ..postprocessing import rescale_boxes
 
 LOSS_KEYS = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask")
 
@@ -143,10 +143,16 @@ class MaskRCNN(nn.Module):
         return self.postprocess(instances, [img.shape[-2:] for img in images])
 
     def postprocess(self, instances: Sequence[Instances], original_sizes) -> list[dict]:
-        """Per image ``Instances`` in resized-image pixels -> output dicts in input-image pixels."""
+        """Per image ``Instances`` in resized-image pixels -> output dicts in input-image pixels.
+
+        Masks are pasted by segdet.ops.paste_masks, the compiled twin of
+        ``postprocessing.paste_masks_in_image`` (same pixels, one kernel for all detections).
+        """
+        from segdet.ops import paste_masks
+
         results = []
         for inst, size in zip(instances, original_sizes):
             boxes = rescale_boxes(inst.pred_boxes, inst.image_size, size)
-            masks = paste_masks_in_image(inst.pred_masks, boxes, size, self.mask_threshold)
+            masks = paste_masks(inst.pred_masks.float(), boxes.float(), int(size[0]), int(size[1]), self.mask_threshold)
             results.append({"boxes": boxes, "scores": inst.scores, "labels": inst.pred_classes, "masks": masks})
         return results

@@ -1,0 +1,22 @@
+// Schema of segdet::paste_masks and its C++ dispatcher wrapper. Kernels: cpu/, cuda/.
+
+#include "ops/paste_masks.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+namespace segdet::ops {
+
+at::Tensor paste_masks(const at::Tensor& masks, const at::Tensor& boxes, int64_t height, int64_t width,
+                       double threshold) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("segdet::paste_masks", "")
+                       .typed<decltype(paste_masks)>();
+  return op.call(masks, boxes, height, width, threshold);
+}
+
+TORCH_LIBRARY_FRAGMENT(segdet, m) {
+  m.def("paste_masks(Tensor masks, Tensor boxes, int height, int width, float threshold) -> Tensor");
+}
+
+}  // namespace segdet::ops

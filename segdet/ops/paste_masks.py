@@ -1,0 +1,81 @@
+"""Mask R-CNN mask pasting: box-relative mask probabilities -> full-image boolean masks.
+
+Wraps ``torch.ops.segdet.paste_masks`` (csrc/ops/paste_masks.cpp) with argument checks and a
+fake kernel for torch.compile. The output is boolean, so the op has no gradient.
+"""
+import numbers
+
+import torch
+from torch import Tensor
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int, threshold: float = 0.5) -> Tensor:
+    """Paste each S x S mask into its box of a height x width image and threshold it.
+
+    Bit-identical to the reference pasting (torchvision's ``paste_masks_in_image`` followed by
+    ``> threshold``, and ``segdet.modeling.postprocessing.paste_masks_in_image``): the mask is
+    padded with one zero pixel per side, its box grown by (S + 2) / S about the centre and
+    truncated to integer pixels (edges inclusive), and the padded mask resized bilinearly
+    (``F.interpolate(..., mode="bilinear", align_corners=False)``) into that box. Unlike the
+    reference, which resizes one detection at a time, one kernel interpolates only the pixels
+    inside each box and writes every output row once.
+
+    Args:
+        masks: Tensor[D, S, S] mask probabilities (float32 or float64).
+        boxes: Tensor[D, 4] boxes (x1, y1, x2, y2) in absolute pixels of the target image,
+            float32 or float64, same device as masks. Boxes outside the image are clipped;
+            boxes whose grown coordinates are NaN, infinite or beyond +-2^31 px give an empty mask.
+        height, width: size of the target image in pixels (>= 0).
+        threshold: a pixel is foreground where the interpolated probability is ``> threshold``
+            (compared in the masks' dtype).
+
+    Returns:
+        bool Tensor[D, height, width] on masks' device.
+    """
+    _check_args(masks, boxes, height, width, threshold)
+    return torch.ops.segdet.paste_masks.default(masks, boxes, int(height), int(width), float(threshold))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
+
+
+def _check_args(masks, boxes, height, width, threshold) -> None:
+    for name, tensor in (("masks", masks), ("boxes", boxes)):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"paste_masks: {name} must be a torch.Tensor, got {type(tensor).__name__}")
+        if tensor.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"paste_masks: {name} must be float32 or float64, got {tensor.dtype}")
+    if masks.dim() != 3 or masks.shape[1] != masks.shape[2] or masks.shape[1] == 0:
+        raise ValueError(
+            f"paste_masks: masks must be a 3-D tensor [D, S, S] of square masks (S > 0), got shape {tuple(masks.shape)}"
+        )
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(
+            f"paste_masks: boxes must be a 2-D tensor [D, 4] of (x1, y1, x2, y2), got shape {tuple(boxes.shape)}"
+        )
+    if masks.shape[0] != boxes.shape[0]:
+        raise ValueError(
+            f"paste_masks: masks has {masks.shape[0]} masks but boxes has {boxes.shape[0]} rows; "
+            "expected one box per mask"
+        )
+    if boxes.device != masks.device:
+        raise ValueError(f"paste_masks: boxes device ({boxes.device}) must match masks device ({masks.device})")
+    for name, value in (("height", height), ("width", width)):
+        if not _is_int(value):
+            raise TypeError(f"paste_masks: {name} must be an int (pixels), got {value!r}")
+        if value < 0:
+            raise ValueError(f"paste_masks: {name} must be >= 0, got {value}")
+    if not isinstance(threshold, numbers.Real) or isinstance(threshold, bool):
+        raise TypeError(f"paste_masks: threshold must be a number, got {threshold!r}")
+
+
+@torch.library.register_fake("segdet::paste_masks")
+def _paste_masks_fake(masks, boxes, height, width, threshold):
+    torch._check(masks.dim() == 3 and masks.shape[1] == masks.shape[2], lambda: "masks must be [D, S, S]")
+    torch._check(boxes.dim() == 2 and boxes.shape[1] == 4, lambda: "boxes must be [D, 4]")
+    torch._check(masks.shape[0] == boxes.shape[0], lambda: "masks and boxes must have the same D")
+    torch._check(height >= 0 and width >= 0, lambda: "height and width must be >= 0")
+    return masks.new_empty((masks.shape[0], height, width), dtype=torch.bool)

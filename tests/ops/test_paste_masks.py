@@ -1,0 +1,289 @@
+"""segdet.ops.paste_masks against the per-detection F.interpolate pasting it replaces.
+
+The reference below is the algorithm of torchvision's ``paste_masks_in_image`` (pad, grow the
+box, truncate, resize one mask at a time), thresholded with ``>``; torchvision itself is a
+second oracle where installed. Equality is exact: the op promises the same bool masks.
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segdet._extension import cuda_built
+from segdet.ops import paste_masks
+
+try:
+    from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste_masks_in_image
+except ImportError:  # torchvision is a test oracle only
+    tv_paste_masks_in_image = None
+
+HAS_CUDA = torch.cuda.is_available() and cuda_built()
+needs_torchvision = pytest.mark.skipif(tv_paste_masks_in_image is None, reason="torchvision not installed")
+
+
+def paste_masks_reference(masks, boxes, height, width, threshold=0.5):
+    """One detection at a time with F.interpolate: masks [D, S, S], boxes [D, 4] -> bool [D, H, W]."""
+    out = torch.zeros((masks.shape[0], height, width), dtype=torch.bool)
+    if masks.shape[0] == 0:
+        return out
+    size = masks.shape[-1]
+    padded = F.pad(masks, (1, 1, 1, 1))
+    scale = (size + 2.0) / size
+    half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
+    half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    cx = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    cy = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    grown = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=1)
+    for i, coords in enumerate(grown.tolist()):
+        if not all(math.isfinite(c) for c in coords):
+            continue  # the reference's int64 cast of NaN / inf leaves the mask empty
+        x1, y1, x2, y2 = (int(c) for c in coords)
+        w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+        xa, xb, ya, yb = max(x1, 0), min(x2 + 1, width), max(y1, 0), min(y2 + 1, height)
+        if xa >= xb or ya >= yb:
+            continue
+        resized = F.interpolate(padded[i][None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        out[i, ya:yb, xa:xb] = resized[ya - y1 : yb - y1, xa - x1 : xb - x1] > threshold
+    return out
+
+
+def make_inputs(num, *, height=480, width=640, mask_size=28, max_side=2.0**9, dtype=torch.float32, seed=0):
+    """Detection-like inputs: boxes [num, 4] with sides 1 .. max_side px centred in (and around)
+    the image, mask probabilities [num, S, S] with smooth blobs and noise."""
+    g = torch.Generator().manual_seed(seed)
+    ctr = (torch.rand(num, 2, generator=g, dtype=torch.float64) * 1.2 - 0.1) * torch.tensor([width, height])
+    side = max_side ** torch.rand(num, 2, generator=g, dtype=torch.float64)
+    boxes = torch.cat([ctr - side / 2, ctr + side / 2], dim=1).to(dtype)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, mask_size), torch.linspace(-1, 1, mask_size), indexing="ij")
+    radius = 0.3 + 0.7 * torch.rand(num, 1, 1, generator=g)
+    blob = torch.sigmoid((radius - (xx**2 + yy**2).sqrt()) * 8)
+    masks = (0.8 * blob + 0.2 * torch.rand(num, mask_size, mask_size, generator=g)).to(dtype)
+    return masks, boxes
+
+
+def assert_same_masks(out, expected):
+    assert out.dtype == torch.bool and out.shape == expected.shape
+    diff = (out.cpu() != expected).nonzero()
+    assert diff.numel() == 0, f"{diff.shape[0]} pixels differ, first at (detection, y, x) = {diff[:5].tolist()}"
+
+
+# ---- exactness ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("max_side", [2.0**6, 2.0**9])  # all four-tap (h + w <= 128) / mostly separable
+@pytest.mark.parametrize("threshold", [0.5, 0.3])
+def test_matches_reference(dtype, max_side, threshold):
+    masks, boxes = make_inputs(80, max_side=max_side, dtype=dtype, seed=int(max_side))
+    out = paste_masks(masks, boxes, 480, 640, threshold)
+    assert_same_masks(out, paste_masks_reference(masks, boxes, 480, 640, threshold))
+    assert out.any(), "no foreground pixel: the inputs do not exercise the interpolation"
+
+
+@needs_torchvision
+@pytest.mark.parametrize("mask_size", [28, 14, 7])
+def test_matches_torchvision(mask_size):
+    masks, boxes = make_inputs(100, height=800, width=1216, mask_size=mask_size, seed=mask_size)
+    # Detections are clipped to the image (torchvision's own pasting mis-slices boxes lying
+    # entirely left of or above the image, through Python's negative indices).
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, 1216)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, 800)
+    out = paste_masks(masks, boxes, 800, 1216)
+    expected = tv_paste_masks_in_image(masks[:, None], boxes, (800, 1216))[:, 0] > 0.5
+    assert_same_masks(out, expected)
+
+
+def test_rounding_borderline_pixels():
+    # Masks of exactly the threshold and boxes whose size ratios are not representable make the
+    # interpolated values land within an ulp of 0.5: a different order of the float operations
+    # (or no fused multiply-add where ATen fuses it) flips some of these pixels.
+    g = torch.Generator().manual_seed(3)
+    masks = (0.5 + (torch.randint(-2, 3, (300, 28, 28), generator=g) * 2.0**-24)).float()
+    x1 = torch.rand(300, generator=g) * 300
+    y1 = torch.rand(300, generator=g) * 300
+    wh = torch.rand(300, 2, generator=g) * 170 + 3
+    boxes = torch.stack([x1, y1, x1 + wh[:, 0], y1 + wh[:, 1]], dim=1)
+    assert_same_masks(paste_masks(masks, boxes, 400, 400), paste_masks_reference(masks, boxes, 400, 400))
+
+
+def test_threshold_zero_and_one():
+    masks, boxes = make_inputs(30, seed=5)
+    for threshold in (0.0, 1.0, -1.0):
+        out = paste_masks(masks, boxes, 480, 640, threshold)
+        assert_same_masks(out, paste_masks_reference(masks, boxes, 480, 640, threshold))
+    # Everything strictly inside a box is > -1, nothing is > 1.
+    assert not paste_masks(masks, boxes, 480, 640, 1.0).any()
+
+
+def test_non_contiguous_inputs():
+    masks, boxes = make_inputs(40, seed=6)
+    masks_t = masks.transpose(1, 2).contiguous().transpose(1, 2)  # same values, strided
+    boxes_t = boxes.t().contiguous().t()
+    assert not masks_t.is_contiguous() and not boxes_t.is_contiguous()
+    assert_same_masks(paste_masks(masks_t, boxes_t, 480, 640), paste_masks_reference(masks, boxes, 480, 640))
+
+
+def test_mixed_box_and_mask_dtypes():
+    masks, boxes = make_inputs(20, seed=7)
+    out = paste_masks(masks, boxes.double(), 480, 640)
+    assert_same_masks(out, paste_masks_reference(masks, boxes.double(), 480, 640))
+
+
+# ---- edge cases --------------------------------------------------------------------------------
+
+
+def test_empty_inputs():
+    masks = torch.rand(0, 28, 28)
+    boxes = torch.zeros(0, 4)
+    assert paste_masks(masks, boxes, 100, 200).shape == (0, 100, 200)
+    masks, boxes = make_inputs(3)
+    for h, w in ((0, 640), (480, 0), (0, 0)):
+        out = paste_masks(masks, boxes, h, w)
+        assert out.shape == (3, h, w) and out.dtype == torch.bool
+
+
+def test_boxes_outside_and_across_the_image():
+    masks = torch.ones(6, 28, 28)
+    boxes = torch.tensor(
+        [
+            [-500.0, -500.0, -100.0, -100.0],  # entirely above-left
+            [700.0, 10.0, 900.0, 50.0],  # entirely right of a 640-wide image
+            [-50.0, -40.0, 60.0, 70.0],  # across the top-left corner
+            [600.0, 450.0, 700.0, 520.0],  # across the bottom-right corner
+            [-100.0, 100.0, 800.0, 200.0],  # wider than the image
+            [0.0, 0.0, 639.0, 479.0],  # exactly the image
+        ]
+    )
+    out = paste_masks(masks, boxes, 480, 640)
+    assert_same_masks(out, paste_masks_reference(masks, boxes, 480, 640))
+    assert not out[:2].any() and out[2:].all(dim=(1, 2)).logical_not().all()
+    assert out[2, 0, 0] and out[3, -1, -1] and out[4, 150].all()
+
+
+def test_degenerate_boxes():
+    masks = torch.ones(5, 28, 28)
+    boxes = torch.tensor(
+        [
+            [10.0, 10.0, 10.0, 10.0],  # a point
+            [10.0, 10.0, 10.0, 60.0],  # zero width
+            [50.0, 50.0, 20.0, 80.0],  # x2 < x1
+            [5.3, 7.9, 5.6, 8.1],  # sub-pixel
+            [3.0, 3.0, 3.0 - 1e-6, 3.0],
+        ]
+    )
+    out = paste_masks(masks, boxes, 100, 100)
+    assert_same_masks(out, paste_masks_reference(masks, boxes, 100, 100))
+
+
+def test_nan_and_inf_boxes_give_empty_masks():
+    masks = torch.ones(5, 28, 28)
+    boxes = torch.tensor(
+        [
+            [float("nan"), 10.0, 50.0, 60.0],
+            [10.0, 10.0, 50.0, float("nan")],
+            [float("-inf"), 10.0, float("inf"), 60.0],
+            [10.0, 10.0, 50.0, 60.0],  # a valid box among them is unaffected
+            [1e30, 1e30, 2e30, 2e30],
+        ]
+    )
+    out = paste_masks(masks, boxes, 100, 100)
+    assert not out[[0, 1, 2, 4]].any()
+    assert_same_masks(out[3:4], paste_masks_reference(masks[3:4], boxes[3:4], 100, 100))
+
+
+def test_nan_masks_are_background():
+    masks, boxes = make_inputs(10, seed=8)
+    masks[:, 10:14] = float("nan")
+    out = paste_masks(masks, boxes, 480, 640)
+    assert_same_masks(out, paste_masks_reference(masks, boxes, 480, 640))
+
+
+@settings(max_examples=60)
+@given(
+    coords=st.lists(st.floats(-60.0, 160.0, allow_nan=False, width=32), min_size=4, max_size=4),
+    mask_size=st.integers(1, 16),
+    hw=st.tuples(st.integers(1, 120), st.integers(1, 120)),
+    seed=st.integers(0, 2**16),
+)
+def test_property_single_box_matches_reference(coords, mask_size, hw, seed):
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.rand(1, mask_size, mask_size, generator=g)
+    boxes = torch.tensor([coords])
+    out = paste_masks(masks, boxes, *hw)
+    assert_same_masks(out, paste_masks_reference(masks, boxes, *hw))
+
+
+# ---- argument checking -------------------------------------------------------------------------
+
+M, B = torch.rand(2, 28, 28), torch.rand(2, 4)
+
+
+@pytest.mark.parametrize(
+    "args, exc, match",
+    [
+        ((M[0], B, 10, 10), ValueError, r"masks must be a 3-D tensor \[D, S, S\]"),
+        ((torch.rand(2, 28, 14), B, 10, 10), ValueError, r"masks must be .*square"),
+        ((M, B[:, :3], 10, 10), ValueError, r"boxes must be a 2-D tensor \[D, 4\]"),
+        ((M, B[:1], 10, 10), ValueError, "masks has 2 masks but boxes has 1 rows"),
+        ((M.half(), B, 10, 10), TypeError, "masks must be float32 or float64"),
+        ((M, B.long(), 10, 10), TypeError, "boxes must be float32 or float64"),
+        ((M.numpy(), B, 10, 10), TypeError, "masks must be a torch.Tensor"),
+        ((M, B, -1, 10), ValueError, "height must be >= 0"),
+        ((M, B, 10, 2.5), TypeError, "width must be an int"),
+        ((M, B, 10, 10, "0.5"), TypeError, "threshold must be a number"),
+    ],
+)
+def test_bad_arguments_raise(args, exc, match):
+    with pytest.raises(exc, match=match):
+        paste_masks(*args)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((M[0], B, 10, 10, 0.5), r"masks must be a 3-D tensor"),
+        ((M, B[:1], 10, 10, 0.5), "expected one box per mask"),
+        ((M.half(), B, 10, 10, 0.5), "masks must be float32 or float64"),
+        ((M, B, 10, -3, 0.5), "height and width must be >= 0"),
+    ],
+)
+def test_kernel_checks_direct_op_calls(args, match):
+    with pytest.raises((RuntimeError, ValueError, TypeError), match=match):
+        torch.ops.segdet.paste_masks.default(*args)
+
+
+# ---- dispatcher integration --------------------------------------------------------------------
+
+
+def test_opcheck():
+    masks, boxes = make_inputs(12, height=60, width=80, max_side=50.0, seed=9)
+    samples = [
+        (masks, boxes, 60, 80, 0.5),
+        (masks.double(), boxes, 60, 80, 0.25),
+        (masks[:0], boxes[:0], 60, 80, 0.5),
+    ]
+    for args in samples:
+        torch.library.opcheck(torch.ops.segdet.paste_masks.default, args)
+
+
+def test_fake_kernel_shape():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        out = torch.ops.segdet.paste_masks.default(torch.empty(7, 28, 28), torch.empty(7, 4), 33, 44, 0.5)
+    assert out.shape == (7, 33, 44) and out.dtype == torch.bool
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_matches_cpu_closely():
+    # The CUDA kernel follows ATen's CUDA bilinear arithmetic, which rounds differently from
+    # the CPU one: borderline pixels may differ, nothing else.
+    masks, boxes = make_inputs(60, height=800, width=1216, seed=10)
+    out = paste_masks(masks.cuda(), boxes.cuda(), 800, 1216).cpu()
+    cpu = paste_masks(masks, boxes, 800, 1216)
+    assert (out != cpu).float().mean() < 1e-4
+    expected = tv_paste_masks_in_image(masks[:, None].cuda(), boxes.cuda(), (800, 1216))[:, 0] > 0.5
+    assert (out != expected.cpu()).float().mean() < 1e-6
