@@ -149,17 +149,6 @@ def any_across_ranks(*flags: bool) -> list[bool]:
     return [bool(v) for v in t.tolist()]
 
 
-def reduce_mean(values: dict[str, float]) -> dict[str, float]:
-    """Average float ``values`` (same keys on every rank) over ranks; used only for logging."""
-    if not is_initialized() or get_world_size() == 1 or not values:
-        return dict(values)
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    t /= get_world_size()
-    return dict(zip(keys, t.tolist()))
-
-
 def destroy() -> None:
     if is_initialized():
         dist.destroy_process_group()

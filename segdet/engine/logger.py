@@ -74,6 +74,8 @@ class MetricsLogger:
         self.log_period = max(1, int(log_period))
         self.enabled = enabled
         self._times: deque[float] = deque(maxlen=50)
+        self._sums: dict[str, float] = {}
+        self._count = 0
         self._writer = None
         self._bar = None
         self._jsonl = None
@@ -102,18 +104,27 @@ class MetricsLogger:
 
     def log_iteration(self, iteration: int, scalars: dict[str, float]) -> None:
         """Record ``scalars`` (losses, lr, time, data_time, ...) of the completed iteration ``iteration`` (1-based:
-        the number of optimizer steps taken so far). Timing is smoothed over recent iterations for the ETA."""
+        the number of optimizer steps taken so far). Every ``log_period`` iterations one record is written with
+        the mean of each value over those iterations (single-iteration losses are too noisy to read), except lr
+        and memory, which are the current values. Timing is smoothed over recent iterations for the ETA."""
         if "time" in scalars:
             self._times.append(float(scalars["time"]))
         if not self.enabled:
             return
+        for k, v in scalars.items():
+            self._sums[k] = self._sums.get(k, 0.0) + float(v)
+        self._count += 1
         if self._bar is not None:
             self._bar.update(iteration - self._bar.n)
             if "loss" in scalars:
                 self._bar.set_postfix(loss=f"{scalars['loss']:.3f}", lr=f"{scalars.get('lr', 0):.2g}", refresh=False)
         if iteration % self.log_period and iteration != self.max_iter:
             return
-        record = {"iteration": iteration, **{k: float(v) for k, v in scalars.items()}}
+        scalars = {k: (float(scalars[k]) if k in ("lr", "memory_mb") else total / self._count)
+                   for k, total in self._sums.items() if k in scalars}
+        self._sums.clear()
+        self._count = 0
+        record = {"iteration": iteration, **scalars}
         self._jsonl.write(json.dumps(record) + "\n")
         if self._writer is not None:
             for k, v in scalars.items():

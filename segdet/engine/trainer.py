@@ -79,6 +79,8 @@ class Trainer:
         amp: "none" | "bf16" | "fp16" autocast on CUDA (ignored with a warning on the CPU).
         skip_nonfinite: skip steps with a non-finite loss instead of stopping, at most ``max_nonfinite_skips`` times.
         checkpoint_extra: plain values stored in every checkpoint (model_config, label_to_category_id, class_names).
+
+    Logged losses are rank 0's (averaged over each ``log_period`` window by the MetricsLogger).
     """
 
     def __init__(
@@ -304,9 +306,6 @@ class Trainer:
                                "time": time.perf_counter() - t0, "memory_mb": max_memory_mb(self.device)}
                     if grad_norm is not None:
                         scalars["grad_norm"] = grad_norm
-                    if self.dist.distributed and (self.iteration % self.log_period == 0
-                                                  or self.iteration == self.max_iter):
-                        scalars = du.reduce_mean(scalars)
                     metrics_logger.log_iteration(self.iteration, scalars)
                     (stop_now,) = du.any_across_ranks(stop.requested)
                     if stop_now:

@@ -4,7 +4,6 @@ The torchvision model gets random weights with non-trivial FrozenBN statistics a
 make it detect things; both models run at min_size 320 to stay fast. Intermediate comparisons
 (preprocessing, FPN, proposals, class scores) say where a final-output difference comes from.
 """
-from collections import OrderedDict
 
 import pytest
 import torch

@@ -236,6 +236,17 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(compiled(rel_codes, boxes), proposals(rel_codes, boxes))
 
 
+def test_torch_compile_dynamic_shapes_and_image_size():
+    def fn(deltas, anchors, image):
+        return decode_boxes(deltas, anchors, image_size=image.shape[-2:])
+
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager", dynamic=True)
+    for n, (h, w) in ((40, (30, 50)), (90, (70, 20))):
+        rel_codes, boxes = make_inputs(n, 1, seed=n, height=h, width=w)
+        image = torch.zeros(3, h, w)
+        torch.testing.assert_close(compiled(rel_codes, boxes, image), fn(rel_codes, boxes, image))
+
+
 # ---- properties --------------------------------------------------------------------------------
 
 coordinate = st.floats(-100.0, 1000.0, allow_nan=False, width=32)

@@ -24,7 +24,7 @@ class FastRCNNFCHead(nn.Module):
         for v in input_shape:
             in_features *= int(v)
         layers = []
-        for i, dim in enumerate(fc_dims):
+        for dim in fc_dims:
             fc = nn.Linear(in_features, int(dim))
             nn.init.kaiming_uniform_(fc.weight, a=1)
             nn.init.constant_(fc.bias, 0.0)

@@ -1,0 +1,202 @@
+"""Whole-model speed: segdet's Mask R-CNN against torchvision's maskrcnn_resnet50_fpn, same weights.
+
+    .venv/bin/python scripts/bench_model.py                      # 800x1216, inference + training
+    .venv/bin/python scripts/bench_model.py --quick --json out.json   # small smoke run
+    .venv/bin/python scripts/bench_model.py --mode train --reps 3 --device cuda
+
+torchvision's model is built exactly as maskrcnn_resnet50_fpn builds it with pretrained weights
+(FrozenBatchNorm, trainable_backbone_layers=3), given random weights perturbed so that it detects
+things (segdet.utils.benchmark.make_maskrcnn_weights_detect), and converted to segdet's
+maskrcnn_r50_fpn_torchvision config with segdet.modeling.convert: both compute the same function.
+
+Inference: one synthetic shapes image (eval mode, torch.no_grad). Training: one SGD step
+(forward, backward, step) on a batch of two images with the same targets for both models.
+Images are not resized (min_size/max_size are set from --size). The two models are timed
+interleaved (segdet, torchvision, segdet, ...) after warm-up, so load on a shared machine hits
+both alike; reported are medians, quartiles, min/max and speedup = torchvision / segdet median.
+"""
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from segdet.modeling import build_model
+from segdet.modeling.convert import convert_torchvision_maskrcnn, torchvision_model_config
+from segdet.utils.benchmark import (
+    compare_models,
+    format_table,
+    inference_call,
+    make_maskrcnn_weights_detect,
+    synthetic_scene,
+    training_step_call,
+)
+
+NUM_CLASSES = 90  # torchvision COCO: 91 score columns with background
+
+
+def build_models(height: int, width: int, seed: int):
+    """(torchvision MaskRCNN, segdet MaskRCNN) with identical weights, both sized not to resize."""
+    from torchvision.models import resnet50
+    from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops import FrozenBatchNorm2d
+
+    min_size, max_size = min(height, width), max(1333, height, width)
+    torch.manual_seed(seed)
+    backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=FrozenBatchNorm2d), 3)
+    tv = TorchvisionMaskRCNN(backbone, num_classes=NUM_CLASSES + 1, min_size=min_size, max_size=max_size)
+    state = tv.state_dict()
+    make_maskrcnn_weights_detect(state, generator=torch.Generator().manual_seed(seed + 1))
+    tv.load_state_dict(state)
+
+    ours = build_model(dict(torchvision_model_config(), min_size=min_size, max_size=max_size))
+    ours.load_state_dict(convert_torchvision_maskrcnn(tv.state_dict()), strict=True)
+    return tv, ours
+
+
+def make_batch(height: int, width: int, num_images: int, seed: int, device: str):
+    g = torch.Generator().manual_seed(seed)
+    images, targets = [], []
+    for _ in range(num_images):
+        image, target = synthetic_scene(height, width, generator=g, num_classes=NUM_CLASSES)
+        # Float in [0, 1]: torchvision's transform rejects uint8; segdet takes either.
+        images.append(image.to(device, torch.float32) / 255.0)
+        targets.append({k: v.to(device) for k, v in target.items()})
+    return images, targets
+
+
+def profile(fn, label: str, rows: int) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    fn()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with torch_profile(activities=activities) as prof:
+        fn()
+    print(f"\n== profile: {label} ==")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+def machine_info(device: str) -> dict:
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    if hasattr(os, "getloadavg"):
+        info["loadavg_start"] = os.getloadavg()[0]
+    return info
+
+
+def run(args) -> dict:
+    height, width = args.size
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = {
+        "machine": machine_info(device),
+        "config": {"size": [height, width], "device": device, "warmup": args.warmup, "reps": args.reps,
+                   "train_batch": args.batch, "seed": args.seed},
+    }
+    tv, ours = build_models(height, width, args.seed)
+    tv, ours = tv.to(device), ours.to(device)
+    candidates = {}
+    columns = [("model", "model"), ("median_ms", "median ms"), ("q1_ms", "q1"), ("q3_ms", "q3"),
+               ("min_ms", "min"), ("max_ms", "max"), ("reps", "reps")]
+
+    if args.mode in ("both", "inference"):
+        images, _ = make_batch(height, width, 1, args.seed + 10, device)
+        candidates = {"segdet": inference_call(ours, images), "torchvision": inference_call(tv, images)}
+        detections = {name: int(len(fn()[0]["boxes"])) for name, fn in candidates.items()}
+        if args.profile:
+            for name, fn in candidates.items():
+                profile(fn, f"{name} inference", args.profile)
+        stats = compare_models(candidates, baseline="torchvision", device=device, warmup=args.warmup, reps=args.reps)
+        result["inference"] = {**stats, "detections": detections}
+        print(f"\ninference, 1 image {height}x{width}, {device}: detections {detections}")
+        print(format_table([{"model": n, **stats[n]} for n in candidates], columns))
+        print(f"speedup (torchvision / segdet median): x{stats['speedup']['segdet']:.2f}")
+
+    if args.mode in ("both", "train"):
+        images, targets = make_batch(height, width, args.batch, args.seed + 20, device)
+        # Copies, so that training steps leave the inference models' weights alone.
+        tv_train, ours_train = copy.deepcopy(tv), copy.deepcopy(ours)
+        candidates = {
+            "segdet": training_step_call(ours_train, images, targets),
+            "torchvision": training_step_call(tv_train, images, targets),
+        }
+        if args.profile:
+            for name, fn in candidates.items():
+                profile(fn, f"{name} training step", args.profile)
+        stats = compare_models(candidates, baseline="torchvision", device=device, warmup=args.warmup, reps=args.reps)
+        result["train"] = {**stats, "objects": [int(len(t["boxes"])) for t in targets]}
+        print(f"\ntraining step, batch {args.batch} x {height}x{width}, {device}")
+        print(format_table([{"model": n, **stats[n]} for n in candidates], columns))
+        print(f"speedup (torchvision / segdet median): x{stats['speedup']['segdet']:.2f}")
+
+    if hasattr(os, "getloadavg"):
+        result["machine"]["loadavg_end"] = os.getloadavg()[0]
+    return result
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size must be HEIGHTxWIDTH, e.g. 800x1216, got {text!r}") from None
+    if height < 32 or width < 32:
+        raise argparse.ArgumentTypeError(f"--size must be at least 32x32, got {text!r}")
+    return height, width
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=["both", "inference", "train"], default="both")
+    parser.add_argument("--size", type=parse_size, default=None, help="image HEIGHTxWIDTH (default 800x1216)")
+    parser.add_argument("--reps", type=int, default=None, help="timed rounds per model (default 5, --quick 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls per model first (default 1)")
+    parser.add_argument("--batch", type=int, default=2, help="training batch size")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                        help="also print a torch.profiler table (top ROWS ops) per model and mode")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 128x192 images, 1 rep, no warm-up")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON to PATH")
+    args = parser.parse_args(argv)
+    args.size = args.size or ((128, 192) if args.quick else (800, 1216))
+    args.reps = args.reps if args.reps is not None else (1 if args.quick else 5)
+    args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
+    if args.reps < 1 or args.warmup < 0 or args.batch < 1:
+        parser.error("--reps and --batch must be >= 1 and --warmup >= 0")
+
+    start = time.perf_counter()
+    result = run(args)
+    result["wall_s"] = time.perf_counter() - start
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
