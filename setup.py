@@ -135,6 +135,8 @@ def get_extensions():
 
 
 def main():
+    # get_extensions() sets CUDA_HOME, which torch.utils.cpp_extension reads once, at import.
+    ext_modules = get_extensions()
     from torch.utils.cpp_extension import BuildExtension
 
     setup(
@@ -143,7 +145,7 @@ def main():
         description="Mask R-CNN instance segmentation with C++/CUDA kernels for PyTorch",
         packages=find_packages(include=["segdet", "segdet.*"]),
         python_requires=">=3.10",
-        ext_modules=get_extensions(),
+        ext_modules=ext_modules,
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
         zip_safe=False,
     )

@@ -28,7 +28,9 @@ def run(cfg: DictConfig) -> dict:
     if path.is_dir():
         found = find_last_checkpoint(path)
         if found is None:
-            raise FileNotFoundError(f"checkpoint={path} is a directory without checkpoints (looked in {path}/checkpoints)")
+            raise FileNotFoundError(
+                f"checkpoint={path} is a directory without checkpoints (looked in {path}/checkpoints)"
+            )
         path = found
     ckpt = read_checkpoint(path)
     if "_target_" in cfg.model:

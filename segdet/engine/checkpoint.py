@@ -37,6 +37,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be read, or does not fit the model/optimizer it is loaded into."""
 
 
+class CheckpointReadError(CheckpointError):
+    """The file is not a readable segdet checkpoint (truncated, corrupt, unsafe pickle, wrong layout)."""
+
+
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR
 
@@ -127,13 +131,13 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001  (torch raises several types for corrupt or unsafe files)
-        raise CheckpointError(
+        raise CheckpointReadError(
             f"cannot read checkpoint {path} with torch.load(weights_only=True): {exc}. A segdet checkpoint holds "
             "only tensors, numbers, strings, lists and dicts; the file may be truncated, corrupt or not a checkpoint."
         ) from exc
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), Mapping):
         got = type(ckpt).__name__ if not isinstance(ckpt, dict) else f"dict with keys {sorted(map(str, ckpt))[:10]}"
-        raise CheckpointError(
+        raise CheckpointReadError(
             f"checkpoint {path} must be a dict with a 'model' state_dict entry "
             f"({{'model': state_dict, 'model_config': ..., ...}}), got {got}"
         )

@@ -22,7 +22,9 @@ import torch
 from torch import nn
 
 from . import distributed as du
-from .checkpoint import CheckpointError, atomic_write, list_checkpoints, load_checkpoint, save_checkpoint, unwrap_model
+from .checkpoint import (
+    CheckpointReadError, atomic_write, list_checkpoints, load_checkpoint, save_checkpoint, unwrap_model,
+)
 from .logger import MetricsLogger, Timer, format_seconds, max_memory_mb
 from .rng import get_rng_state, set_rng_state
 from .signals import StopRequest
@@ -134,7 +136,15 @@ class Trainer:
         return rng, data
 
     def save(self) -> Path | None:
-        """Save a checkpoint of the current iteration (collective: every rank must call it; rank 0 writes)."""
+        """Save a checkpoint of the current iteration (collective: every rank must call it; rank 0 writes).
+        Parameters that turned NaN/Inf (a finite loss can still have produced a non-finite gradient) are never
+        written over the last good checkpoint."""
+        bad = [n for n, p in unwrap_model(self.model).named_parameters() if not torch.isfinite(p).all()]
+        if du.any_across_ranks(bool(bad))[0]:
+            raise NonFiniteLossError(
+                f"Non-finite parameters at iteration {self.iteration} ({', '.join(bad[:5]) or 'on another rank'}); "
+                f"not saving. The last good checkpoint (iteration {self._last_saved_iter}) is kept."
+            )
         rng, data = self._gathered_states()
         path = None
         if self.dist.is_main:
@@ -175,9 +185,7 @@ class Trainer:
                     path, self.model, self.optimizer, self.scheduler, grad_scaler=self.grad_scaler,
                     model_config=self.checkpoint_extra.get("model_config"),
                 )
-            except CheckpointError as exc:
-                if "does not fit" in str(exc):
-                    raise
+            except CheckpointReadError as exc:
                 logger.warning("Skipping unreadable checkpoint %s: %s", path, exc)
                 continue
             self.iteration = int(ckpt["iteration"])
@@ -296,6 +304,13 @@ class Trainer:
                     except StopIteration:
                         data_iter = iter(self.data_loader)
                         batch = next(data_iter)
+                    except Exception:
+                        # Ctrl-C reaches DataLoader workers too, which then die: the loader's error is the
+                        # signal's doing, and the state of the last finished iteration is still good to save.
+                        if not stop.requested:
+                            raise
+                        stop_now = True
+                        break
                     data_time = time.perf_counter() - t0
                     values, grad_norm, stepped = self._step(model, batch)
                     lr = self.optimizer.param_groups[0]["lr"]

@@ -98,11 +98,11 @@ def _check_args(rel_codes, boxes, weights, bbox_xform_clip, image_size) -> None:
         or not all(isinstance(w, numbers.Real) and not isinstance(w, bool) for w in weights)
     ):
         raise TypeError(f"decode_boxes: weights must be 4 numbers (wx, wy, ww, wh), got {weights!r}")
-    if not all(math.isfinite(w) and w > 0 for w in weights):
+    if not all(0 < w < math.inf for w in weights):  # False for NaN too
         raise ValueError(f"decode_boxes: weights must be finite and positive, got {tuple(weights)}")
     if not isinstance(bbox_xform_clip, numbers.Real) or isinstance(bbox_xform_clip, bool):
         raise TypeError(f"decode_boxes: bbox_xform_clip must be a number, got {bbox_xform_clip!r}")
-    if math.isnan(bbox_xform_clip):
+    if bbox_xform_clip != bbox_xform_clip:  # NaN; math.isnan breaks torch.compile's tracing
         raise ValueError("decode_boxes: bbox_xform_clip must not be NaN")
     if image_size is not None:
         if (

@@ -131,3 +131,17 @@ def test_torchrun_two_processes_share_one_run_dir(tmp_path, env):
     ckpt = read_checkpoint(find_last_checkpoint(run_dir))
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and len(ckpt["data"]) == 2
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_torchrun_restart_after_a_killed_worker_resumes(tmp_path, env):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--max-restarts=1",
+           "--master-addr=127.0.0.1", f"--master-port={_free_port()}", str(ROOT / "scripts/train.py"),
+           f"hydra.run.dir={run_dir}", *TINY, "train.max_iter=5", "train.checkpoint_period=2", "device=cpu",
+           "eval.num_overlays=0", "+model.kill_at_call=4", "model._target_=tests.engine.faulty.KillOnceMaskRCNN"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-4000:]
+    assert "Resuming from" in log and "at iteration 2" in log, log[-4000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["iteration"] == 5

