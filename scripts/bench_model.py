@@ -39,8 +39,13 @@ from segdet.utils.benchmark import (
 NUM_CLASSES = 90  # torchvision COCO: 91 score columns with background
 
 
-def build_models(height: int, width: int, seed: int):
-    """(torchvision MaskRCNN, segdet MaskRCNN) with identical weights, both sized not to resize."""
+def build_models(height: int, width: int, seed: int, *, proposals=None, rois_per_image=None, detections=None):
+    """(torchvision MaskRCNN, segdet MaskRCNN) with identical weights, both sized not to resize.
+
+    proposals (post-NMS RPN proposals per image, train and test), rois_per_image (RoIs sampled
+    per image for the box losses) and detections (per image) override torchvision's defaults
+    (2000/1000, 512, 100) in both models alike; None keeps them.
+    """
     from torchvision.models import resnet50
     from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -49,12 +54,28 @@ def build_models(height: int, width: int, seed: int):
     min_size, max_size = min(height, width), max(1333, height, width)
     torch.manual_seed(seed)
     backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=FrozenBatchNorm2d), 3)
-    tv = TorchvisionMaskRCNN(backbone, num_classes=NUM_CLASSES + 1, min_size=min_size, max_size=max_size)
+    overrides = {}
+    if proposals is not None:
+        overrides.update(rpn_pre_nms_top_n_train=proposals, rpn_pre_nms_top_n_test=proposals,
+                         rpn_post_nms_top_n_train=proposals, rpn_post_nms_top_n_test=proposals)
+    if rois_per_image is not None:
+        overrides["box_batch_size_per_image"] = rois_per_image
+    if detections is not None:
+        overrides["box_detections_per_img"] = detections
+    tv = TorchvisionMaskRCNN(backbone, num_classes=NUM_CLASSES + 1, min_size=min_size, max_size=max_size, **overrides)
     state = tv.state_dict()
     make_maskrcnn_weights_detect(state, generator=torch.Generator().manual_seed(seed + 1))
     tv.load_state_dict(state)
 
-    ours = build_model(dict(torchvision_model_config(), min_size=min_size, max_size=max_size))
+    cfg = copy.deepcopy(torchvision_model_config())
+    cfg.update(min_size=min_size, max_size=max_size)
+    if proposals is not None:
+        cfg["rpn"]["pre_nms_topk"] = cfg["rpn"]["post_nms_topk"] = [proposals, proposals]
+    if rois_per_image is not None:
+        cfg["roi_heads"]["sampler"]["batch_size_per_image"] = rois_per_image
+    if detections is not None:
+        cfg["roi_heads"]["detections_per_image"] = detections
+    ours = build_model(cfg)
     ours.load_state_dict(convert_torchvision_maskrcnn(tv.state_dict()), strict=True)
     return tv, ours
 
@@ -114,9 +135,11 @@ def run(args) -> dict:
     result = {
         "machine": machine_info(device),
         "config": {"size": [height, width], "device": device, "warmup": args.warmup, "reps": args.reps,
-                   "train_batch": args.batch, "seed": args.seed},
+                   "train_batch": args.batch, "seed": args.seed, "proposals": args.proposals,
+                   "rois_per_image": args.rois_per_image, "max_detections": args.max_detections},
     }
-    tv, ours = build_models(height, width, args.seed)
+    tv, ours = build_models(height, width, args.seed, proposals=args.proposals, rois_per_image=args.rois_per_image,
+                            detections=args.max_detections)
     tv, ours = tv.to(device), ours.to(device)
     candidates = {}
     columns = [("model", "model"), ("median_ms", "median ms"), ("q1_ms", "q1"), ("q3_ms", "q3"),
@@ -179,12 +202,20 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
                         help="also print a torch.profiler table (top ROWS ops) per model and mode")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 128x192 images, 1 rep, no warm-up")
+    parser.add_argument("--proposals", type=int, default=None, help="RPN proposals per image (default 2000/1000)")
+    parser.add_argument("--rois-per-image", type=int, default=None, help="sampled RoIs per image (default 512)")
+    parser.add_argument("--max-detections", type=int, default=None, help="detections per image (default 100)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 128x192 images, 1 rep, no warm-up, 100 proposals, 64 RoIs, 10 detections")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON to PATH")
     args = parser.parse_args(argv)
     args.size = args.size or ((128, 192) if args.quick else (800, 1216))
     args.reps = args.reps if args.reps is not None else (1 if args.quick else 5)
     args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
+    if args.quick:
+        args.proposals = args.proposals or 100
+        args.rois_per_image = args.rois_per_image or 64
+        args.max_detections = args.max_detections or 10
     if args.reps < 1 or args.warmup < 0 or args.batch < 1:
         parser.error("--reps and --batch must be >= 1 and --warmup >= 0")
 

@@ -80,6 +80,10 @@ def roi_align(
     Returns:
         Tensor[K, C, pooled_height, pooled_width]: the average of the bilinear samples of each bin.
         Bins of boxes with non-finite coordinates are zero (torchvision's behaviour there is undefined).
+
+    Raises:
+        RuntimeError: bad shapes/dtypes/devices, or (CPU) a batch index outside [0, N). The CUDA
+            kernel cannot raise on data without a device sync: such RoIs pool to zeros there.
     """
     if not isinstance(input, Tensor):
         raise TypeError(f"roi_align: input must be a Tensor[N, C, H, W], got {type(input)}")

@@ -241,25 +241,45 @@ def test_non_contiguous_inputs():
     assert torch.equal(batched_nms(boxes_t, scores_s, idxs, 0.5), batched_nms_reference(boxes, scores, idxs, 0.5))
 
 
-def test_results_do_not_depend_on_thread_count():
-    # 40k boxes: nms splits its first suppression passes (over > 32k live boxes) across threads;
-    # batched_nms runs its 50 categories on different threads. Large boxes and a low threshold
-    # keep the number of passes, hence the test, short.
-    boxes, scores = make_boxes(40000, seed=10, size=2000.0, max_wh=400.0)
-    idxs = torch.randint(0, 50, (40000,), generator=torch.Generator().manual_seed(5))
-    threads = torch.get_num_threads()
+def _with_threads(num_threads, fn):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
     try:
-        torch.set_num_threads(2)
-        parallel = nms(boxes, scores, 0.1), batched_nms(boxes, scores, idxs, 0.1)
-        torch.set_num_threads(1)
-        serial = nms(boxes, scores, 0.1), batched_nms(boxes, scores, idxs, 0.1)
+        return fn()
     finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(parallel[0], serial[0]) and torch.equal(parallel[1], serial[1])
-    assert 0 < parallel[0].numel() < 40000
+        torch.set_num_threads(previous)
+
+
+def test_batched_nms_across_threads():
+    # 50 categories of ~400 boxes: enough work for the categories to be spread over threads.
+    boxes, scores = make_boxes(20000, seed=10, size=1000.0, max_wh=100.0)
+    idxs = torch.randint(0, 50, (20000,), generator=torch.Generator().manual_seed(5))
+    run = lambda: batched_nms(boxes, scores, idxs, 0.5)  # noqa: E731
+    parallel, serial = _with_threads(2, run), _with_threads(1, run)
+    assert torch.equal(parallel, serial)
     if torchvision is not None:
-        assert torch.equal(parallel[0], torchvision.ops.nms(boxes, scores, 0.1))
-        assert torch.equal(parallel[1], torchvision.ops.batched_nms(boxes, scores, idxs, 0.1))
+        assert torch.equal(parallel, _batched_nms_vanilla(boxes, scores, idxs, 0.5))
+
+
+def test_large_nms_across_threads():
+    # 128 tiny disjoint boxes score highest: two blocks of 64 kept boxes, each applied to 140k
+    # later candidates, which is enough work to be split across threads. The 140k large,
+    # jittered boxes behind them then mostly suppress one another, which keeps the test fast.
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(128, dtype=torch.float32) * 3
+    small = torch.stack([x, torch.zeros(128), x + 1, torch.ones(128)], dim=1)
+    xy = 100 + torch.rand(140000, 2, generator=g) * 20
+    big = torch.cat([xy, xy + 50 + torch.rand(140000, 2, generator=g) * 10], dim=1)
+    boxes = torch.cat([small, big])
+    scores = torch.cat([1 + torch.rand(128, generator=g), torch.rand(140000, generator=g)])
+    idxs = torch.zeros(len(boxes), dtype=torch.int64)
+    run = lambda: (nms(boxes, scores, 0.5), batched_nms(boxes, scores, idxs, 0.5))  # noqa: E731
+    parallel, serial = _with_threads(2, run), _with_threads(1, run)
+    assert torch.equal(parallel[0], serial[0]) and torch.equal(parallel[1], serial[1])
+    assert torch.equal(parallel[0], parallel[1])
+    assert 128 < parallel[0].numel() < 1000
+    if torchvision is not None:
+        assert torch.equal(parallel[0], torchvision.ops.nms(boxes, scores, 0.5))
 
 
 # ---- empty input and validation ----------------------------------------------------------------

@@ -36,8 +36,15 @@ namespace {
 // callers compare against, so it is reproduced here.
 constexpr int64_t kTorchvisionVanillaNumel = 4000;
 
-// A pass over fewer live candidates than this is not worth waking other threads for.
-constexpr int64_t kParallelPassGrain = 1 << 15;
+// Boxes resolved together before their kept boxes are applied to the later candidates.
+constexpr int64_t kBlockBoxes = 64;
+
+// Candidates per cache tile (about 48 KiB of float32 coordinates, areas and flags).
+constexpr int64_t kTileBoxes = 2048;
+
+// A block's pass is split across threads only above this many box pairs (a few ms of work):
+// on a busy 2-core machine waking a second thread can cost a millisecond.
+constexpr int64_t kParallelBlockWork = 1 << 23;
 
 // Categories are spread over threads only when their summed pairwise work (sum of squared
 // sizes) exceeds this; below it, waking threads costs more than the whole job.
@@ -105,38 +112,68 @@ SEGDET_NMS_CLONES int64_t suppress_range_f64(const BoxArrays<double>& b, int64_t
 }
 
 template <typename T>
-int64_t suppress_after(const BoxArrays<T>& b, int64_t k, int64_t end, T threshold) {
+int64_t suppress_range_best(const BoxArrays<T>& b, int64_t k, int64_t begin, int64_t end, T threshold) {
+  if constexpr (std::is_same_v<T, float>) {
+    return suppress_range_f32(b, k, begin, end, threshold);
+  } else {
+    return suppress_range_f64(b, k, begin, end, threshold);
+  }
+}
+
+// Applies every kept box of a block to the candidates [begin, end). Tiles of candidates stay in
+// cache while all the block's kept boxes pass over them, and large jobs are split across
+// threads: one fork-join per block of kBlockBoxes boxes rather than per kept box, which would
+// cost more than the work on a busy machine.
+template <typename T>
+int64_t suppress_by_block(const BoxArrays<T>& b, const int64_t* kept, int64_t num_kept, int64_t begin, int64_t end,
+                          T threshold) {
+  auto run = [&](int64_t lo, int64_t hi) {
+    int64_t newly = 0;
+    for (int64_t tile = lo; tile < hi; tile += kTileBoxes) {
+      const int64_t tile_end = std::min(hi, tile + kTileBoxes);
+      for (int64_t k = 0; k < num_kept; ++k) {
+        newly += suppress_range_best(b, kept[k], tile, tile_end, threshold);
+      }
+    }
+    return newly;
+  };
+  if ((end - begin) * num_kept < kParallelBlockWork) {
+    return run(begin, end);
+  }
   return at::parallel_reduce(
-      k + 1, end, kParallelPassGrain, int64_t{0},
-      [&](int64_t begin, int64_t stop, int64_t acc) {
-        if constexpr (std::is_same_v<T, float>) {
-          return acc + suppress_range_f32(b, k, begin, stop, threshold);
-        } else {
-          return acc + suppress_range_f64(b, k, begin, stop, threshold);
-        }
-      },
-      std::plus<int64_t>());
+      begin, end, kTileBoxes, int64_t{0},
+      [&](int64_t lo, int64_t hi, int64_t acc) { return acc + run(lo, hi); }, std::plus<int64_t>());
 }
 
 // Greedy NMS over boxes [0, n) of `b`, already in processing (score) order. Sets keep[rank] = 1
 // for every kept box. Reorders the slice in place while compacting.
+//
+// Boxes are taken kBlockBoxes at a time: the block is first resolved on its own, in order (its
+// boxes were already tested against every earlier kept box), then its kept boxes are applied
+// to all later candidates at once. Which boxes are kept is exactly as in the one-at-a-time loop.
 template <typename T>
 void nms_slice(BoxArrays<T> b, int64_t n, T threshold, uint8_t* keep) {
   std::fill(b.suppressed, b.suppressed + n, flag_t<T>{0});
   int64_t live_end = n;  // candidates live in [i, live_end)
   int64_t dead = 0;      // suppressed entries in [i, live_end)
   int64_t i = 0;
-  while (true) {
-    while (i < live_end && b.suppressed[i]) {
-      ++i;
-      --dead;
+  int64_t kept[kBlockBoxes];
+  while (i < live_end) {
+    const int64_t block_end = std::min(live_end, i + kBlockBoxes);
+    int64_t num_kept = 0;
+    for (int64_t p = i; p < block_end; ++p) {
+      if (b.suppressed[p]) {
+        --dead;
+        continue;
+      }
+      keep[b.rank[p]] = 1;
+      kept[num_kept++] = p;
+      dead += suppress_range_best(b, p, p + 1, block_end, threshold);
     }
-    if (i == live_end) {
-      break;
+    i = block_end;
+    if (num_kept > 0 && i < live_end) {
+      dead += suppress_by_block(b, kept, num_kept, i, live_end, threshold);
     }
-    keep[b.rank[i]] = 1;
-    dead += suppress_after(b, i, live_end, threshold);
-    ++i;
     if (dead >= kMinDeadToCompact && 2 * dead > live_end - i) {
       int64_t w = 0;
       for (int64_t j = i; j < live_end; ++j) {
