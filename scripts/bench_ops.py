@@ -11,6 +11,7 @@ warm-up; the table gives the median time, the interquartile range and the speedu
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 from collections.abc import Callable
@@ -155,6 +156,8 @@ def machine_info(device: str) -> dict:
         "torchvision": torchvision.__version__ if torchvision else None,
         "torch_threads": torch.get_num_threads(),
         "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0],  # other processes' load skews CPU timings
     }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
@@ -178,12 +181,16 @@ def run_case(case: Case, device: str, quick: bool, budget_s: float) -> dict:
         candidates = {"segdet": case.segdet}
         if case.torchvision is not None:
             candidates["torchvision"] = case.torchvision
+            # Also the first warm-up call of each library.
             row["outputs_match"] = case.outputs_match(case.segdet(), case.torchvision())
         if quick:
-            times = time_interleaved(candidates, device=device, warmup=1, min_reps=2, max_reps=5, budget_s=budget_s)
+            times = time_interleaved(candidates, device=device, warmup=0, min_reps=2, max_reps=5, budget_s=budget_s,
+                                     hard_budget_s=budget_s)
         else:
-            times = time_interleaved(candidates, device=device, warmup=1 if case.heavy else 3, min_reps=3,
-                                     max_reps=100, budget_s=budget_s)
+            # torchvision's CPU nms on 100k boxes takes tens of seconds a call: past 2.5x the budget
+            # a single round is enough.
+            times = time_interleaved(candidates, device=device, warmup=0 if case.heavy else 2, min_reps=3,
+                                     max_reps=100, budget_s=budget_s, hard_budget_s=2.5 * budget_s)
     except Exception as exc:  # one broken op must not hide the others' numbers
         row["error"] = f"{type(exc).__name__}: {exc}"
         return row
@@ -224,11 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply workload sizes (tests use a tiny one)")
     parser.add_argument("--json", default="bench_ops.json", help="where to write the results")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's); 1 is steadier on a loaded machine")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible")
     if args.scale <= 0:
         parser.error("--scale must be positive")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
     budget = args.budget if args.budget is not None else (1.0 if args.quick else 8.0)
 
     g = torch.Generator().manual_seed(args.seed)

@@ -54,12 +54,14 @@ def time_interleaved(
     min_reps: int = 3,
     max_reps: int = 50,
     budget_s: float = 5.0,
+    hard_budget_s: float | None = None,
 ) -> dict[str, list[float]]:
     """Per-call times in ms of each candidate, measured round-robin.
 
     Every round calls each candidate once, in turn. Rounds go on until max_reps, or until budget_s
-    seconds have passed and at least min_reps rounds are done: a slow candidate gets fewer
-    rounds, never fewer than min_reps. All candidates get the same number of repetitions.
+    seconds have passed and at least min_reps rounds are done, or until hard_budget_s seconds
+    have passed and at least one round is done (for calls that take many seconds each). All
+    candidates get the same number of repetitions.
     """
     if not candidates:
         raise ValueError("time_interleaved: candidates must name at least one function")
@@ -72,7 +74,9 @@ def time_interleaved(
     times: dict[str, list[float]] = {name: [] for name in candidates}
     start = time.perf_counter()
     for rep in range(max_reps):
-        if rep >= min_reps and time.perf_counter() - start > budget_s:
+        elapsed = time.perf_counter() - start
+        over_hard = hard_budget_s is not None and elapsed > hard_budget_s
+        if (rep >= min_reps and elapsed > budget_s) or (rep >= 1 and over_hard):
             break
         for name, fn in candidates.items():
             times[name].append(timer(fn))

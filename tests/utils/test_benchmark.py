@@ -39,6 +39,11 @@ def test_time_interleaved_budget_stops_after_min_reps():
     assert len(times["a"]) == 2
 
 
+def test_time_interleaved_hard_budget_allows_a_single_round():
+    times = time_interleaved({"a": lambda: time.sleep(0.01)}, warmup=0, min_reps=3, budget_s=0.0, hard_budget_s=0.0)
+    assert len(times["a"]) == 1
+
+
 def test_time_interleaved_rejects_bad_arguments():
     with pytest.raises(ValueError, match="candidates"):
         time_interleaved({})
