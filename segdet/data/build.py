@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -39,6 +40,9 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    # Ctrl-C goes to the whole process group; only the trainer should act on it (save, then exit),
+    # not the workers, whose death mid-fetch would break the main process's clean shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_dataset(*, ann_file: str, img_dir: str, filter_empty: bool = False, skip_bad_images: bool = False,

@@ -8,6 +8,8 @@
 //    clones are picked at load time; the build itself targets baseline x86-64);
 //  * the inner loop is branch-free over all later candidates, and suppressed candidates are
 //    compacted away once they are the majority, so later passes only read live boxes;
+//  * boxes are resolved 64 at a time, then the block's kept boxes sweep the later candidates
+//    tile by tile (cache reuse), split across threads only when the sweep is large;
 //  * batched_nms groups the boxes by category (a stable grouping of the score order) and runs
 //    the categories in parallel, each in its own slice of the arrays.
 
