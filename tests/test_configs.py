@@ -41,7 +41,7 @@ def test_train_defaults():
     cfg = _compose("train", [])
     assert cfg.hydra.runtime.choices.model == "maskrcnn_small"
     assert cfg.hydra.runtime.choices.data == "shapes"
-    assert cfg.hydra.runtime.choices.optim == "sgd"
+    assert cfg.hydra.runtime.choices.optim == "adamw" and cfg.hydra.runtime.choices.schedule == "cosine"
     assert cfg.resume is True and cfg.device == "auto" and cfg.name == "default"
 
 
@@ -50,6 +50,7 @@ def test_experiment_overrides_groups_and_values():
     assert cfg.hydra.runtime.choices.model == "maskrcnn_r50_fpn"
     assert cfg.data.name == "coco" and cfg.model.num_classes == 80
     assert cfg.train.max_iter == 90000 and cfg.hydra.run.dir == "runs/coco_r50_fpn_1x"
+    assert cfg.hydra.runtime.choices.optim == "sgd" and cfg.schedule.policy == "step"
 
 
 @pytest.mark.parametrize("data", _options("data"))

@@ -75,6 +75,21 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
+def _rendezvous_store(rank: int, world_size: int, timeout: datetime.timedelta) -> dist.Store:
+    """The key-value store the process group is set up through, one namespace per torchrun attempt.
+
+    Under ``torchrun --max-restarts`` the store outlives the workers; with plain ``env://`` the restarted
+    workers found the previous attempt's gloo addresses in it and failed connecting to dead peers. Keys are
+    therefore prefixed with TORCHELASTIC_RESTART_COUNT.
+    """
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    base = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+        is_master=(rank == 0 and not agent_store), timeout=timeout, wait_for_workers=False,
+    )
+    return dist.PrefixStore(f"segdet/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", base)
+
+
 def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
     """Join the process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...).
 
@@ -92,8 +107,10 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
         kwargs = {}
         if torch_device.type == "cuda":
             kwargs["device_id"] = torch_device
+        timeout = datetime.timedelta(seconds=timeout_s)
         dist.init_process_group(
-            backend=backend, init_method="env://", timeout=datetime.timedelta(seconds=timeout_s), **kwargs
+            backend=backend, store=_rendezvous_store(rank, world_size, timeout), rank=rank, world_size=world_size,
+            timeout=timeout, **kwargs
         )
         logger.info("Joined process group: rank %d of world size %d (backend %s)", rank, world_size, backend)
     if dist.is_initialized():

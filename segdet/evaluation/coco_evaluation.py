@@ -146,6 +146,7 @@ class COCOEvaluator:
         return metrics
 
     def _evaluate_one(self, iou_type: str, dets: list, image_ids: list) -> dict[str, float]:
+        print(f"COCO {iou_type} metrics over {len(image_ids)} images:")
         if not dets or not image_ids:
             logger.warning("no %s detections to evaluate: all %s metrics are 0", iou_type, iou_type)
             return {k: 0.0 for k in METRIC_NAMES}
@@ -159,7 +160,6 @@ class COCOEvaluator:
         with contextlib.redirect_stdout(io.StringIO()):
             evaluator.evaluate()
             evaluator.accumulate()
-        print(f"COCO {iou_type} metrics over {len(image_ids)} images:")
         evaluator.summarize()
         # stats holds -1 where a metric is undefined (no ground truth of that size): NaN, not a fake -100 or 0.
         return {k: float(v) * 100.0 if v >= 0 else float("nan") for k, v in zip(METRIC_NAMES, evaluator.stats[:6])}

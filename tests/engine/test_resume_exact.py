@@ -42,6 +42,9 @@ def test_three_plus_three_equals_six(tmp_path, monkeypatch):
     assert resumed["iteration"] == straight["iteration"] == 6
     for name, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][name]), name
+    assert straight["optimizer"]["state"].keys() == resumed["optimizer"]["state"].keys()
     for k, state in straight["optimizer"]["state"].items():
-        assert torch.equal(state["momentum_buffer"], resumed["optimizer"]["state"][k]["momentum_buffer"])
+        # every per-parameter tensor of whichever optimizer the config uses (momentum, Adam moments, step)
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(resumed["optimizer"]["state"][k][name])), name
     assert os.path.exists(tmp_path / "split" / "metrics.json")

@@ -18,7 +18,7 @@ import torch
 from segdet.engine.checkpoint import find_last_checkpoint, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["data.generator.image_size=64", "data.generator.num_train=8", "data.generator.num_val=4",
+TINY = ["optim=sgd", "data.generator.image_size=64", "data.generator.num_train=8", "data.generator.num_val=4",
         "data.num_workers=0", "data.val_batch_size=2", "model.min_size=64", "model.max_size=64",
         "train.batch_size=2", "train.log_period=1", "schedule.warmup_iters=2", "optim.lr=0.005",
         "eval.num_overlays=2"]
