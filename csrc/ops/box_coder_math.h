@@ -12,49 +12,15 @@
 #include <type_traits>
 
 #include "macros.h"
+#include "ops/rounding_math.h"
 
 namespace segdet::box_coder {
 
-// nvcc contracts a * b + c into one fma by default. torchvision evaluates each step of the
-// decode as its own tensor op (one rounding each), so contraction would cost bit-equality with it.
-template <typename T>
-SEGDET_HOST_DEVICE T mul_rn(T a, T b) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (std::is_same_v<T, float>) {
-    return __fmul_rn(a, b);
-  } else {
-    return __dmul_rn(a, b);
-  }
-#else
-  return a * b;
-#endif
-}
-
-template <typename T>
-SEGDET_HOST_DEVICE T add_rn(T a, T b) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (std::is_same_v<T, float>) {
-    return __fadd_rn(a, b);
-  } else {
-    return __dadd_rn(a, b);
-  }
-#else
-  return a + b;
-#endif
-}
-
-template <typename T>
-SEGDET_HOST_DEVICE T sub_rn(T a, T b) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (std::is_same_v<T, float>) {
-    return __fsub_rn(a, b);
-  } else {
-    return __dsub_rn(a, b);
-  }
-#else
-  return a - b;
-#endif
-}
+// torchvision evaluates each step of the decode as its own tensor op (one rounding each); see
+// rounding_math.h for why the steps are spelled out.
+using rounding::add_rn;
+using rounding::mul_rn;
+using rounding::sub_rn;
 
 template <typename T>
 SEGDET_HOST_DEVICE T exp_of(T v) {

@@ -18,6 +18,7 @@
 #include <limits>
 
 #include "macros.h"
+#include "ops/rounding_math.h"
 
 namespace segdet::nms_math {
 
@@ -31,62 +32,10 @@ SEGDET_HOST_DEVICE T min_first(T a, T b) {
   return b < a ? b : a;
 }
 
-SEGDET_HOST_DEVICE float sub_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-SEGDET_HOST_DEVICE double sub_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-SEGDET_HOST_DEVICE float add_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-SEGDET_HOST_DEVICE double add_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-SEGDET_HOST_DEVICE float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-SEGDET_HOST_DEVICE double mul_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-SEGDET_HOST_DEVICE float div_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-SEGDET_HOST_DEVICE double div_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __ddiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
+using rounding::add_rn;
+using rounding::div_rn;
+using rounding::mul_rn;
+using rounding::sub_rn;
 
 // Area of an (x1, y1, x2, y2) box; negative or NaN for malformed boxes, as in torchvision.
 template <typename T>

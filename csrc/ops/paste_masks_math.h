@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "macros.h"
+#include "ops/rounding_math.h"
 
 namespace segdet::ops::paste_masks_math {
 
@@ -30,44 +31,9 @@ constexpr double kMaxCoordinate = 2147483648.0;
 // The additions and multiplications here are separate tensor ops in the reference, so each
 // result is rounded on its own: under nvcc the _rn intrinsics keep the compiler from fusing
 // them; the CPU caller compiles this for a target without FMA, where no contraction can happen.
-template <typename T>
-SEGDET_HOST_DEVICE T mul_rn(T a, T b) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(T) == 4) {
-    return __fmul_rn(a, b);
-  } else {
-    return __dmul_rn(a, b);
-  }
-#else
-  return a * b;
-#endif
-}
-
-template <typename T>
-SEGDET_HOST_DEVICE T add_rn(T a, T b) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(T) == 4) {
-    return __fadd_rn(a, b);
-  } else {
-    return __dadd_rn(a, b);
-  }
-#else
-  return a + b;
-#endif
-}
-
-template <typename T>
-SEGDET_HOST_DEVICE T sub_rn(T a, T b) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(T) == 4) {
-    return __fsub_rn(a, b);
-  } else {
-    return __dsub_rn(a, b);
-  }
-#else
-  return a - b;
-#endif
-}
+using segdet::rounding::add_rn;
+using segdet::rounding::mul_rn;
+using segdet::rounding::sub_rn;
 
 // Grow the box (x1, y1, x2, y2) by `scale` about its centre and truncate it to integers
 // (toward zero, as Tensor.to(torch.int64)). `scale` is (S + 2) / S rounded to T, as a Python
