@@ -6,6 +6,7 @@ Each op's section is kept together; tests import from here.
 import math
 
 import torch
+import torch.nn.functional as F
 
 # ---- roi_align ---------------------------------------------------------------------------------
 
@@ -186,3 +187,38 @@ def decode_boxes_reference(rel_codes, boxes, weights=(1.0, 1.0, 1.0, 1.0), bbox_
     if not columns:
         return rel_codes.new_empty(rel_codes.shape).to(out_dtype)
     return torch.stack(columns, dim=1).to(out_dtype)
+
+
+# ---- paste_masks -------------------------------------------------------------------------------
+
+
+def paste_masks_reference(masks, boxes, height, width, threshold=0.5):
+    """Mask pasting one detection at a time with F.interpolate; the oracle for segdet.ops.paste_masks.
+
+    masks: Tensor[D, S, S] probabilities; boxes: Tensor[D, 4] (x1, y1, x2, y2) pixels of the target image.
+    Each mask is padded by one zero pixel, its box grown by (S + 2) / S about the centre and truncated to
+    integers (inclusive edges), and the padded mask resized into it bilinearly (align_corners=False).
+    Returns bool Tensor[D, height, width]: probability > threshold.
+    """
+    out = torch.zeros((masks.shape[0], height, width), dtype=torch.bool, device=masks.device)
+    if masks.shape[0] == 0:
+        return out
+    size = masks.shape[-1]
+    padded = F.pad(masks, (1, 1, 1, 1))
+    scale = (size + 2.0) / size
+    half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
+    half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    cx = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    cy = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    grown = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=1)
+    for i, coords in enumerate(grown.tolist()):
+        if not all(math.isfinite(c) for c in coords):
+            continue  # the reference's int64 cast of NaN / inf leaves the mask empty
+        x1, y1, x2, y2 = (int(c) for c in coords)
+        w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+        xa, xb, ya, yb = max(x1, 0), min(x2 + 1, width), max(y1, 0), min(y2 + 1, height)
+        if xa >= xb or ya >= yb:
+            continue
+        resized = F.interpolate(padded[i][None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        out[i, ya:yb, xa:xb] = resized[ya - y1 : yb - y1, xa - x1 : xb - x1] > threshold
+    return out

@@ -4,16 +4,15 @@ The reference below is the algorithm of torchvision's ``paste_masks_in_image`` (
 box, truncate, resize one mask at a time), thresholded with ``>``; torchvision itself is a
 second oracle where installed. Equality is exact: the op promises the same bool masks.
 """
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segdet._extension import cuda_built
 from segdet.ops import paste_masks
+from segdet.ops._reference import paste_masks_reference
 
 try:
     from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste_masks_in_image
@@ -22,32 +21,6 @@ except ImportError:  # torchvision is a test oracle only
 
 HAS_CUDA = torch.cuda.is_available() and cuda_built()
 needs_torchvision = pytest.mark.skipif(tv_paste_masks_in_image is None, reason="torchvision not installed")
-
-
-def paste_masks_reference(masks, boxes, height, width, threshold=0.5):
-    """One detection at a time with F.interpolate: masks [D, S, S], boxes [D, 4] -> bool [D, H, W]."""
-    out = torch.zeros((masks.shape[0], height, width), dtype=torch.bool)
-    if masks.shape[0] == 0:
-        return out
-    size = masks.shape[-1]
-    padded = F.pad(masks, (1, 1, 1, 1))
-    scale = (size + 2.0) / size
-    half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
-    half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
-    cx = (boxes[:, 2] + boxes[:, 0]) * 0.5
-    cy = (boxes[:, 3] + boxes[:, 1]) * 0.5
-    grown = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=1)
-    for i, coords in enumerate(grown.tolist()):
-        if not all(math.isfinite(c) for c in coords):
-            continue  # the reference's int64 cast of NaN / inf leaves the mask empty
-        x1, y1, x2, y2 = (int(c) for c in coords)
-        w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
-        xa, xb, ya, yb = max(x1, 0), min(x2 + 1, width), max(y1, 0), min(y2 + 1, height)
-        if xa >= xb or ya >= yb:
-            continue
-        resized = F.interpolate(padded[i][None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-        out[i, ya:yb, xa:xb] = resized[ya - y1 : yb - y1, xa - x1 : xb - x1] > threshold
-    return out
 
 
 def make_inputs(num, *, height=480, width=640, mask_size=28, max_side=2.0**9, dtype=torch.float32, seed=0):
