@@ -18,6 +18,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
 PY=$VENV/bin/python
+export PATH="$VENV/bin:$PATH"  # the ninja that pip installed, when the system has none
 
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
 

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 mkdir -p .stamps
 exec 9>.stamps/cuda-lock
 flock 9
+# ninja (and cmake helpers) from the venv when the system has none.
+export PATH="$PWD/.venv/bin:$PATH"
 export FORCE_CUDA=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"8.0;9.0"}
 export MAX_JOBS=${MAX_JOBS:-2}

@@ -3,6 +3,8 @@
 # shared host/device math), then run ctest. Assumes scripts/bootstrap.sh has set up ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# ninja (and cmake helpers) from the venv when the system has none.
+export PATH="$PWD/.venv/bin:$PATH"
 BUILD=${CMAKE_BUILD_DIR:-build/cmake}
 cmake -S . -B "$BUILD" -G Ninja -DPython3_EXECUTABLE="$PWD/.venv/bin/python" "$@"
 cmake --build "$BUILD" -j "${MAX_JOBS:-2}"
