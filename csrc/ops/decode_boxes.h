@@ -6,6 +6,8 @@
 
 #include <cmath>
 
+#include "ops/box_coder_math.h"
+
 namespace segdet::ops {
 
 // rel_codes: [N, 4K] deltas (dx, dy, dw, dh) per class; boxes: [N, 4] (x1, y1, x2, y2) pixels;
@@ -42,6 +44,22 @@ inline void check_decode_boxes_args(const at::Tensor& rel_codes, const at::Tenso
     TORCH_CHECK(size.size() == 2 && size[0] > 0 && size[1] > 0,
                 "decode_boxes: image_size must be two positive ints (height, width), got ", size);
   }
+}
+
+// The kernels' view of the op's arguments, in the accumulation type T (float for half types).
+template <typename T>
+inline box_coder::DecodeParams<T> make_decode_params(at::ArrayRef<double> weights, double bbox_xform_clip,
+                                                     at::OptionalIntArrayRef image_size) {
+  box_coder::DecodeParams<T> params;
+  params.wx = static_cast<T>(weights[0]);
+  params.wy = static_cast<T>(weights[1]);
+  params.ww = static_cast<T>(weights[2]);
+  params.wh = static_cast<T>(weights[3]);
+  params.max_log_scale = static_cast<T>(bbox_xform_clip);
+  params.clip = image_size.has_value();
+  params.height = params.clip ? static_cast<T>((*image_size)[0]) : T(0);
+  params.width = params.clip ? static_cast<T>((*image_size)[1]) : T(0);
+  return params;
 }
 
 }  // namespace detail

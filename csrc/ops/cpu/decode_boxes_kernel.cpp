@@ -76,15 +76,7 @@ at::Tensor decode_boxes_cpu(const at::Tensor& rel_codes, const at::Tensor& boxes
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rel.scalar_type(), "decode_boxes_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    box_coder::DecodeParams<acc_t> params;
-    params.wx = static_cast<acc_t>(weights[0]);
-    params.wy = static_cast<acc_t>(weights[1]);
-    params.ww = static_cast<acc_t>(weights[2]);
-    params.wh = static_cast<acc_t>(weights[3]);
-    params.max_log_scale = static_cast<acc_t>(bbox_xform_clip);
-    params.clip = image_size.has_value();
-    params.height = params.clip ? static_cast<acc_t>((*image_size)[0]) : acc_t(0);
-    params.width = params.clip ? static_cast<acc_t>((*image_size)[1]) : acc_t(0);
+    const auto params = detail::make_decode_params<acc_t>(weights, bbox_xform_clip, image_size);
     decode_rows<scalar_t>(rel.const_data_ptr<scalar_t>(), ref.const_data_ptr<scalar_t>(),
                           out.mutable_data_ptr<scalar_t>(), num_boxes, num_classes, params);
   });
