@@ -32,11 +32,17 @@ def run(cfg: DictConfig, run_dir: str) -> int:
     from segdet.evaluation import COCOEvaluator
     from segdet.modeling import build_model
 
+    cpu_threads = cfg.get("cpu_threads", 0)
+    if not isinstance(cpu_threads, int) or isinstance(cpu_threads, bool) or cpu_threads < 0:
+        raise ValueError(f"cpu_threads must be an integer >= 0 (0 = torch's default), got {cpu_threads!r}")
+    if cpu_threads:
+        torch.set_num_threads(cpu_threads)
     batch_size, options = split_train_options(OmegaConf.to_container(cfg.train, resolve=True))
     dist = du.init_distributed(cfg.device)
     configure_rank_logging(dist.rank)
     run_dir = agree_on_run_dir(run_dir)
-    logger.info("Run directory %s, world size %d, device %s", run_dir, dist.world_size, dist.device)
+    logger.info("Run directory %s, world size %d, device %s, %d CPU threads", run_dir, dist.world_size, dist.device,
+                torch.get_num_threads())
 
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     if dist.is_main:
