@@ -60,7 +60,7 @@ def _iterations_logged(run_dir: Path) -> int:
 @pytest.mark.slow
 def test_sigkill_then_same_command_resumes_and_finishes(tmp_path, env):
     run_dir = tmp_path / "run"
-    cmd = _cmd(run_dir, "train.max_iter=8", "train.checkpoint_period=2")
+    cmd = _cmd(run_dir, "train.max_iter=8", "train.checkpoint_period=2", "cpu_threads=1")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(lambda: _iterations_logged(run_dir) >= 3, proc)
     proc.send_signal(signal.SIGKILL)
@@ -74,6 +74,7 @@ def test_sigkill_then_same_command_resumes_and_finishes(tmp_path, env):
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
     assert f"Resuming from {last} at iteration {saved_iter}" in log
+    assert "1 CPU threads" in log
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["iteration"] == 8
     for key in ("bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/APl", "segm/AP", "segm/AP50"):
@@ -100,6 +101,14 @@ def test_sigterm_saves_and_exits_143(tmp_path, env):
     ckpt = read_checkpoint(find_last_checkpoint(run_dir))
     assert 2 <= ckpt["iteration"] < 1000
     assert not (run_dir / "metrics.json").exists()
+
+
+def test_bad_cpu_threads_is_named_before_training(tmp_path, env):
+    done = subprocess.run(_cmd(tmp_path / "run", "cpu_threads=-2"), cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0
+    assert "cpu_threads must be an integer >= 0" in done.stdout + done.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def _free_port() -> int:
