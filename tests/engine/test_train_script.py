@@ -60,7 +60,7 @@ def _iterations_logged(run_dir: Path) -> int:
 @pytest.mark.slow
 def test_sigkill_then_same_command_resumes_and_finishes(tmp_path, env):
     run_dir = tmp_path / "run"
-    cmd = _cmd(run_dir, "train.max_iter=8", "train.checkpoint_period=2", "cpu_threads=1")
+    cmd = _cmd(run_dir, "train.max_iter=8", "train.checkpoint_period=2", "cpu_threads=2")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(lambda: _iterations_logged(run_dir) >= 3, proc)
     proc.send_signal(signal.SIGKILL)
@@ -74,7 +74,7 @@ def test_sigkill_then_same_command_resumes_and_finishes(tmp_path, env):
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
     assert f"Resuming from {last} at iteration {saved_iter}" in log
-    assert "1 CPU threads" in log
+    assert "2 CPU threads" in log  # the env says OMP_NUM_THREADS=1: the key overrides it
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["iteration"] == 8
     for key in ("bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/APl", "segm/AP", "segm/AP50"):
