@@ -36,13 +36,14 @@ def test_model_group_composes_under_a_primary_config(tmp_path):
     with initialize_config_dir(config_dir=str(tmp_path), version_base=None):
         cfg = compose(config_name="main", overrides=["model.num_classes=3"])
     assert cfg.model.backbone.depth == 101 and cfg.model.rpn.nms_thresh == 0.7
-    assert cfg.model.roi_heads.box_predictor.num_classes == 3
     container = OmegaConf.to_container(cfg.model, resolve=False)  # what a checkpoint stores
-    assert build_model(container).roi_heads.mask_head.num_classes == 3
+    model = build_model(container)
+    assert model.roi_heads.mask_head.num_classes == 3 and model.roi_heads.box_predictor.num_classes == 3
 
 
 def test_torchvision_config_values():
-    cfg = OmegaConf.load(CONF / "model" / "maskrcnn_r50_fpn_torchvision.yaml")
+    with initialize_config_dir(config_dir=str(CONF / "model"), version_base=None):
+        cfg = compose(config_name="maskrcnn_r50_fpn_torchvision")
     assert (cfg.min_size, cfg.max_size, cfg.num_classes + 1) == (800, 1333, 91)
     assert list(cfg.rpn.pre_nms_topk) == [2000, 1000] and list(cfg.rpn.post_nms_topk) == [2000, 1000]
     assert cfg.roi_heads.box_pooler.aligned is False and cfg.roi_heads.box_pooler.sampling_ratio == 2
