@@ -24,7 +24,7 @@ def run(cfg: DictConfig) -> dict:
     from segdet.engine.evaluation import inference_on_dataset, json_safe_metrics, write_overlays
     from segdet.engine.launch import configure_rank_logging
     from segdet.evaluation import COCOEvaluator
-    from segdet.modeling import build_model, upgrade_model_config
+    from segdet.modeling import build_model
 
     check_config(cfg, "eval")
     data = instantiate(cfg.data, _convert_="all")
@@ -41,8 +41,7 @@ def run(cfg: DictConfig) -> dict:
     if explicit_model:
         model_config = OmegaConf.to_container(cfg.model, resolve=True)
     elif isinstance(ckpt.get("model_config"), dict):
-        # Checkpoints written before the model configs derived their widths keep loading.
-        model_config = upgrade_model_config(ckpt["model_config"], source=f"checkpoint {path}")
+        model_config = ckpt["model_config"]  # build_model reads the layouts of older checkpoints too
     else:
         raise ValueError(f"checkpoint {path} stores no model config dict ({ckpt.get('model_config')!r}); "
                          "choose one with model=NAME")

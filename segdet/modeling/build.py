@@ -184,12 +184,13 @@ def _build_rpn(node: Mapping, levels: _Levels) -> nn.Module:
     else:
         ag_node = _complete(ag_node, "model.rpn.anchor_generator", strides=(strides, "the backbone strides of "
                                                                                     f"model.rpn.in_features {in_features}"))
-    anchor_generator = instantiate(ag_node, _convert_="all")
-    if len(anchor_generator.sizes) != len(in_features):
+    sizes = ag_node.get("sizes")
+    if isinstance(sizes, (list, tuple)) and len(sizes) != len(in_features):
         raise ModelConfigError(
-            f"model.rpn.anchor_generator.sizes has {len(anchor_generator.sizes)} entries but model.rpn.in_features "
+            f"model.rpn.anchor_generator.sizes has {len(sizes)} entries but model.rpn.in_features "
             f"names {len(in_features)} levels {in_features}: give one size list per level"
         )
+    anchor_generator = instantiate(ag_node, _convert_="all")
     per_location = set(anchor_generator.num_anchors_per_location)
     if len(per_location) != 1:
         raise ModelConfigError(

@@ -8,9 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segdet.structures import ImageList, Instances
-
-from ..postprocessing import rescale_boxes
+from segdet.structures import ImageList, Instances, rescale_boxes
 
 LOSS_KEYS = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask")
 
@@ -145,8 +143,7 @@ class MaskRCNN(nn.Module):
     def postprocess(self, instances: Sequence[Instances], original_sizes) -> list[dict]:
         """Per image ``Instances`` in resized-image pixels -> output dicts in input-image pixels.
 
-        Masks are pasted by segdet.ops.paste_masks, the compiled twin of
-        ``postprocessing.paste_masks_in_image`` (same pixels, one kernel for all detections).
+        Masks are pasted by segdet.ops.paste_masks (torchvision's pasting, one kernel for all detections).
         """
         from segdet.ops import paste_masks
 

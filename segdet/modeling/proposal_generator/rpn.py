@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segdet.structures import Instances, box_iou, clip_boxes
+from segdet.structures import Instances, box_iou, clip_boxes, min_side_mask
 
 from ..anchor_generator import AnchorGenerator
-from ..box_regression import Box2BoxTransform
+from ..box_regression import Box2BoxTransform, smooth_l1
 from ..matcher import Matcher
 from ..sampling import BalancedPositiveNegativeSampler
 
@@ -109,7 +109,7 @@ def find_top_rpn_proposals(
         boxes = box2box.apply_deltas(top_deltas[i], all_anchors[top_idx[i]])
         boxes = clip_boxes(boxes, image_size)
         scores = top_logits[i]
-        keep = ((boxes[:, 2] - boxes[:, 0]) >= min_box_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_box_size)
+        keep = min_side_mask(boxes, min_box_size)
         # Scores are thresholded as probabilities with >= (torchvision's convention; 0.0 keeps all).
         keep &= torch.sigmoid(scores) >= score_thresh
         boxes, scores, lvl = boxes[keep], scores[keep], levels[keep]
@@ -178,13 +178,6 @@ def rpn_losses(
     target = box2box.get_deltas(anchors[pos_r], matched_gt_boxes[pos_b, pos_r])
     loss_box = smooth_l1(deltas[pos_b, pos_r], target, smooth_l1_beta) / num_sampled
     return {"loss_rpn_cls": loss_cls, "loss_rpn_box": loss_box}
-
-
-def smooth_l1(input: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
-    """Summed smooth L1 (Huber / beta); beta = 0 is plain L1."""
-    if beta < 1e-5:
-        return (input - target).abs().sum()
-    return F.smooth_l1_loss(input, target, beta=beta, reduction="sum")
 
 
 class RPN(nn.Module):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segdet.structures import Instances
+from segdet.structures import Instances, rescale_boxes
 
 
 class MaskRCNNHead(nn.Module):
@@ -66,9 +66,7 @@ def mask_rcnn_targets(
     for p, masks in zip(proposals, gt_masks):
         if len(p) == 0:
             continue
-        h, w = p.image_size
-        sx, sy = masks.shape[-1] / w, masks.shape[-2] / h
-        boxes = p.proposal_boxes * p.proposal_boxes.new_tensor([sx, sy, sx, sy])
+        boxes = rescale_boxes(p.proposal_boxes, p.image_size, masks.shape[-2:])
         rois = torch.cat([p.gt_index[:, None].to(boxes.dtype), boxes], dim=1)
         # One source image per GT mask; the roi's batch index picks it, so no per-RoI mask copy.
         target = roi_align(masks[:, None].to(boxes.dtype), rois, (mask_size, mask_size), 1.0, 0, aligned)
