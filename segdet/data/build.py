@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 def collate_list(batch: Sequence[tuple]) -> tuple[list, list]:
     """[(image, target), ...] -> ([image, ...], [target, ...])."""
-    images, targets = zip(*batch) if batch else ((), ())
+    images, targets = zip(*batch)
     return list(images), list(targets)
 
 

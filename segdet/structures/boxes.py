@@ -21,15 +21,15 @@ __all__ = [
 ]
 
 
-def check_boxes(boxes: Tensor, name: str = "boxes") -> Tensor:
-    """Raise a ``ValueError`` naming ``name`` unless ``boxes`` is a floating ``Tensor[N, 4]``; return it."""
+def check_boxes(boxes: Tensor, name: str = "boxes") -> None:
+    """Raise a ``ValueError`` (shape) or ``TypeError`` (type, dtype) naming ``name`` unless ``boxes`` is a floating
+    ``Tensor[N, 4]``."""
     if not isinstance(boxes, Tensor):
         raise TypeError(f"{name} must be a Tensor[N, 4] (x1, y1, x2, y2), got {type(boxes).__name__}")
     if boxes.dim() != 2 or boxes.shape[-1] != 4:
         raise ValueError(f"{name} must have shape [N, 4] (x1, y1, x2, y2), got {tuple(boxes.shape)}")
     if not boxes.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got dtype {boxes.dtype}")
-    return boxes
 
 
 def box_area(boxes: Tensor) -> Tensor:
