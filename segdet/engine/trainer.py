@@ -203,7 +203,7 @@ class Trainer:
             self.sampler.load_state_dict(data[rank] if rank < len(data) else data[0])
         saved_max_iter = ckpt.get("max_iter")  # absent from checkpoints written before the trainer stored it
         if saved_max_iter is not None and int(saved_max_iter) != self.max_iter:
-            logger.warning("max_iter is %d, the checkpoint's run had %d: %s", self.max_iter, int(saved_max_iter),
+            logger.warning("train.max_iter is %d, the checkpoint's run had %d: %s", self.max_iter, int(saved_max_iter),
                            describe_max_iter_change(self.schedule, self.scheduler, old_max_iter=int(saved_max_iter),
                                                     iteration=self.iteration))
 
