@@ -65,7 +65,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write_fn) -> Path:
+def atomic_write(path: str | os.PathLike, write_fn) -> None:
     """Call ``write_fn(binary_file)`` on a temporary file next to ``path``, fsync it, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,6 @@ def atomic_write(path: str | os.PathLike, write_fn) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    return path
 
 
 def save_checkpoint(

@@ -1,4 +1,6 @@
 """CheckpointHook: when checkpoints are written."""
+import json
+
 import pytest
 
 from segdet.engine.checkpoint import list_checkpoints, read_checkpoint
@@ -79,3 +81,25 @@ def test_resumed_run_does_not_save_its_start_again(tmp_path):
 def test_negative_period_is_named():
     with pytest.raises(ValueError, match="train.checkpoint_period must be >= 0"):
         CheckpointHook(-1)
+
+
+def test_an_iteration_is_logged_before_its_checkpoint_is_written(tmp_path):
+    """build_trainer's order: a run killed right after a save has the saved iteration's record, so the resumed
+    run (which drops records past its checkpoint) keeps a complete metrics.jsonl."""
+    logged_at_save = []
+
+    class Probe(HookBase):
+        def before_train(self, trainer):
+            save = trainer.save
+
+            def probed():
+                lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+                logged_at_save.append(max((json.loads(line)["iteration"] for line in lines), default=0))
+                save()
+
+            trainer.save = probed
+
+    trainer = make_trainer(tmp_path, max_iter=4, checkpoint_period=2)
+    trainer.hooks.insert(0, Probe())
+    trainer.train()
+    assert logged_at_save == [2, 4]
