@@ -19,9 +19,8 @@ logger = logging.getLogger("segdet.train")
 
 class CheckpointHook(HookBase):
     """Saves through ``trainer.save()`` every ``period`` iterations (0: only at the end) and once more when the loop
-    ends, normally or on a stop request, unless that iteration is already saved. The save at max_iter is left to
-    ``after_train`` so it happens once. Under DDP a finished run also checks that every rank ended with the same
-    parameters, since only rank 0's are saved."""
+    ends, normally or on a stop request, unless that iteration is already saved (so max_iter is saved once). Under
+    DDP a finished run also checks that every rank ended with the same parameters, since only rank 0's are saved."""
 
     def __init__(self, period: int = 0):
         if period < 0:
@@ -29,7 +28,7 @@ class CheckpointHook(HookBase):
         self.period = int(period)
 
     def after_step(self, trainer: Trainer) -> None:
-        if self.period and trainer.iteration % self.period == 0 and trainer.iteration < trainer.max_iter:
+        if self.period and trainer.iteration % self.period == 0:
             trainer.save()
 
     def after_train(self, trainer: Trainer) -> None:
