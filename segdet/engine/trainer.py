@@ -12,7 +12,6 @@ seed) in both the uninterrupted and the resumed run.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,8 +25,7 @@ from . import distributed as du
 from .checkpointer import Checkpointer
 from .hooks.base import HookBase
 from .logger import Timer, format_seconds
-from .lr_scheduler import describe_max_iter_change
-from .rng import get_rng_state, set_rng_state
+from .loss_weights import LossWeights
 
 logger = logging.getLogger("segdet.train")
 
@@ -75,15 +73,6 @@ def _move_to(obj, device: torch.device):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_move_to(v, device) for v in obj)
     return obj
-
-
-def _check_loss_weights(loss_weights: Mapping | None) -> dict[str, float]:
-    weights = {}
-    for name, w in dict(loss_weights or {}).items():
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-            raise ValueError(f"train.loss_weights.{name} must be a finite number >= 0, got {w!r}")
-        weights[str(name)] = float(w)
-    return weights
 
 
 class Trainer:
@@ -138,7 +127,7 @@ class Trainer:
         if amp != "none" and self.device.type != "cuda":
             logger.warning("amp=%s needs CUDA; training in float32 on %s", amp, self.device)
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        self.loss_weights = _check_loss_weights(loss_weights)
+        self.loss_weights = LossWeights(loss_weights)
         self.find_unused_parameters = find_unused_parameters
         self.checkpointer = Checkpointer(self.run_dir, keep=keep_checkpoints, extra=checkpoint_extra)
         self.iteration = 0
@@ -146,8 +135,6 @@ class Trainer:
         self.metrics: dict = {}  # the final evaluation's results, filled by an evaluation hook
         self.signal_received: int | None = None  # this process's first SIGTERM/SIGINT (set by SignalHook)
         self.stop_signal: int | None = None  # the signal every rank agreed to stop on
-        self._loss_names_checked = False
-        self._rng_to_restore: dict | None = None
 
     @property
     def max_iter(self) -> int:
@@ -168,51 +155,13 @@ class Trainer:
         start afresh). Returns the iteration training continues from."""
         return self.checkpointer.resume_or_start(self, resume)
 
-    def state_dict(self) -> dict:
-        """The training state a checkpoint stores besides the weights (collective: gathers every rank's RNG and
-        sampler state)."""
-        state = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "iteration": self.iteration,
-            "max_iter": self.max_iter,
-            "world_size": self.dist.world_size,
-            "rng": du.all_gather_object(get_rng_state()),
-        }
-        if self.sampler is not None:
-            state["data"] = du.all_gather_object(self.sampler.state_dict())
-        if self.grad_scaler is not None:
-            state["grad_scaler"] = self.grad_scaler.state_dict()
-        return state
-
-    def restore(self, ckpt: Mapping) -> None:
-        """Continue from a loaded checkpoint (optimizer and scheduler already loaded into): the iteration, this
-        rank's sampler position, and its RNG state, set aside until the data iterator exists."""
-        rank, world = self.dist.rank, self.dist.world_size
-        saved_world = int(ckpt.get("world_size", 1))
-        if saved_world != world:
-            logger.warning(
-                "Checkpoint was written by %d processes, this run has %d: data order and random streams continue "
-                "from rank 0's state and will not match an uninterrupted run exactly", saved_world, world,
-            )
-        self.iteration = int(ckpt["iteration"])
-        rng = ckpt.get("rng") or []
-        self._rng_to_restore = rng[rank] if rank < len(rng) else (rng[0] if rng else None)
-        data = ckpt.get("data")
-        if self.sampler is not None and data:
-            self.sampler.load_state_dict(data[rank] if rank < len(data) else data[0])
-        saved_max_iter = ckpt.get("max_iter")  # absent from checkpoints written before the trainer stored it
-        if saved_max_iter is not None and int(saved_max_iter) != self.max_iter:
-            logger.warning("train.max_iter is %d, the checkpoint's run had %d: %s", self.max_iter, int(saved_max_iter),
-                           describe_max_iter_change(self.schedule, self.scheduler, old_max_iter=int(saved_max_iter),
-                                                    iteration=self.iteration))
-
     # ---------------------------------------------------------------------------------------------- training
     def _call(self, event: str, *args) -> None:
         for hook in self.hooks:
             getattr(hook, event)(self, *args)
 
     def _skip(self, losses: Mapping[str, float], grad_norm: float | None) -> bool:
+        # Ask every hook before deciding, never short-circuit: a hook's vote may be a collective call.
         votes = [hook.skip_step(self, losses, grad_norm) for hook in self.hooks]
         return any(votes)
 
@@ -224,13 +173,6 @@ class Trainer:
             self.model, device_ids=ids, find_unused_parameters=self.find_unused_parameters
         )
 
-    def _check_loss_names(self, names: list[str]) -> None:
-        unknown = sorted(set(self.loss_weights) - set(names))
-        if unknown:
-            raise ValueError(f"train.loss_weights names {unknown}, which the model does not return; its loss terms "
-                             f"are {names}")
-        self._loss_names_checked = True
-
     def _step(self, model: nn.Module, batch) -> tuple[dict[str, float], float, float | None, bool]:
         """One forward/backward/update: (unweighted loss values, weighted total, grad norm or None, stepped)."""
         images, targets = batch
@@ -241,17 +183,14 @@ class Trainer:
             raise TypeError(f"model(images, targets) must return a non-empty dict of loss tensors in train mode, got "
                             f"{type(loss_dict).__name__}")
         names = sorted(loss_dict)
-        if not self._loss_names_checked:
-            self._check_loss_names(names)
+        # One device-to-host copy for all terms.
         stacked = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names])
         values = dict(zip(names, stacked.tolist()))
-        # A weight of 1 is not multiplied in, so the default weights leave every bit of the loss as it was.
-        weights = {k: self.loss_weights.get(k, 1.0) for k in names}
-        total = sum(values[k] if weights[k] == 1.0 else weights[k] * values[k] for k in names)
+        total = self.loss_weights.total(values)
         self.optimizer.zero_grad(set_to_none=True)
         if self._skip(values, None):
             return values, total, None, False
-        loss = sum(loss_dict[k] if weights[k] == 1.0 else weights[k] * loss_dict[k] for k in names)
+        loss = self.loss_weights.total(loss_dict)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -296,9 +235,7 @@ class Trainer:
         data_iter = iter(self.data_loader)
         try:
             self._call("before_train")
-            if self._rng_to_restore is not None:
-                set_rng_state(self._rng_to_restore)
-                self._rng_to_restore = None
+            self.checkpointer.restore_rng()
             total = Timer()
             while self.iteration < self.max_iter and self.stop_signal is None:
                 self._call("before_step")
