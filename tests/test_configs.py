@@ -132,3 +132,15 @@ def test_train_script_names_an_added_unknown_key_before_training(tmp_path):
     assert proc.returncode != 0
     assert "unknown config key 'data.num_worker'" in proc.stderr
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "train.log").read_text().count("Run directory")
+
+
+def test_model_num_classes_comes_from_the_dataset_or_must_agree_with_it():
+    from types import SimpleNamespace
+
+    from segdet.config import resolve_num_classes
+
+    dataset = SimpleNamespace(num_classes=80, ann_file="instances_train2017.json")
+    assert resolve_num_classes(None, dataset) == 80
+    assert resolve_num_classes(80, dataset) == 80
+    with pytest.raises(ValueError, match=r"model.num_classes=81 but instances_train2017.json has 80 categories"):
+        resolve_num_classes(81, dataset)
