@@ -174,7 +174,7 @@ def _build_rpn(node: Mapping, levels: _Levels) -> nn.Module:
 
     node = dict(node)
     node.pop("_partial_", None)
-    in_features = levels.check_names(node.get("in_features") or list(levels.strides), "model.rpn.in_features")
+    in_features = levels.check_names(_or(node.get("in_features"), list(levels.strides)), "model.rpn.in_features")
     node["in_features"] = in_features
     strides = [levels.strides[n] for n in in_features]
 
@@ -211,7 +211,7 @@ def _build_roi_heads(node: Mapping, levels: _Levels, num_classes: int) -> nn.Mod
 
     node = dict(node)
     node.pop("_partial_", None)
-    box_in = levels.check_names(node.get("box_in_features") or ["p2", "p3", "p4", "p5"],
+    box_in = levels.check_names(node.get("box_in_features"),
                                 "model.roi_heads.box_in_features")
     node["box_in_features"] = box_in
     box_pooler = _pooler(_pop_node(node, "box_pooler", "model.roi_heads"), "model.roi_heads.box_pooler", box_in,
@@ -235,7 +235,7 @@ def _build_roi_heads(node: Mapping, levels: _Levels, num_classes: int) -> nn.Mod
     has_mask = node.get("mask_head") is not None or node.get("mask_pooler") is not None
     if has_mask:
         mask_key = "model.roi_heads.mask_in_features"
-        mask_in = levels.check_names(node.get("mask_in_features") or box_in, mask_key)
+        mask_in = levels.check_names(_or(node.get("mask_in_features"), box_in), mask_key)
         node["mask_in_features"] = mask_in
         parts["mask_pooler"] = _pooler(_pop_node(node, "mask_pooler", "model.roi_heads"),
                                        "model.roi_heads.mask_pooler", mask_in, mask_key, levels)
@@ -291,6 +291,11 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return float(a) == float(b)
     return a == b
+
+
+def _or(value: Any, default: Any) -> Any:
+    """``value``, or ``default`` when the config leaves it null (an empty list stays, and is rejected)."""
+    return default if value is None else value
 
 
 def _all_ints(values: Any) -> bool:
