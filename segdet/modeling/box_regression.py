@@ -64,5 +64,5 @@ class Box2BoxTransform:
         from segdet.ops import decode_boxes
 
         return decode_boxes(
-            deltas, boxes, weights=self.weights, bbox_xform_clip=self.scale_clamp, image_size=image_size
+            deltas.float(), boxes.float(), weights=self.weights, bbox_xform_clip=self.scale_clamp, image_size=image_size
         )

@@ -251,6 +251,7 @@ class RPN(nn.Module):
         features = list(features)
         anchors = self.anchor_generator(image_tensor_hw, [f.shape[-2:] for f in features], features[0].device)
         logits, deltas = flatten_level_outputs(*self.head(features))
+        logits, deltas = logits.float(), deltas.float()
         stage = 0 if self.training else 1
         proposals = find_top_rpn_proposals(
             anchors,

@@ -140,13 +140,14 @@ class StandardROIHeads(nn.Module):
             )
         box_features = self.box_head(self.box_pooler(features, [p.proposal_boxes for p in proposals]))
         class_logits, box_deltas = self.box_predictor(box_features)
+        class_logits, box_deltas = class_logits.float(), box_deltas.float()
         if self.training:
             losses = fast_rcnn_losses(
                 class_logits, box_deltas, proposals, box2box=self.box2box, smooth_l1_beta=self.smooth_l1_beta
             )
             if self.mask_head is not None:
                 fg = [p[p.gt_classes > 0] for p in proposals]
-                mask_logits = self.mask_head(self.mask_pooler(features, [p.proposal_boxes for p in fg]))
+                mask_logits = self.mask_head(self.mask_pooler(features, [p.proposal_boxes for p in fg])).float()
                 losses["loss_mask"] = mask_rcnn_loss(
                     mask_logits, fg, [g.gt_masks for g in gt_instances], aligned=self.mask_pooler.aligned
                 )
@@ -156,6 +157,6 @@ class StandardROIHeads(nn.Module):
             nms_thresh=self.nms_thresh, topk_per_image=self.detections_per_image,
         )
         if self.mask_head is not None:
-            mask_logits = self.mask_head(self.mask_pooler(features, [i.pred_boxes for i in instances]))
+            mask_logits = self.mask_head(self.mask_pooler(features, [i.pred_boxes for i in instances])).float()
             mask_rcnn_inference(mask_logits, instances)
         return instances, {}
