@@ -16,7 +16,9 @@ logger = logging.getLogger("segdet.eval")
 
 
 def run(cfg: DictConfig) -> dict:
-    from segdet.data import build_from_config, prepare_data
+    from hydra.utils import instantiate
+
+    from segdet.config import check_config, resolve_num_classes
     from segdet.engine import distributed as du
     from segdet.engine.checkpoint import atomic_write, find_last_checkpoint, load_checkpoint, read_checkpoint
     from segdet.engine.evaluation import inference_on_dataset, json_safe_metrics, write_overlays
@@ -24,6 +26,8 @@ def run(cfg: DictConfig) -> dict:
     from segdet.evaluation import COCOEvaluator
     from segdet.modeling import build_model
 
+    check_config(cfg, "eval")
+    data = instantiate(cfg.data, _convert_="all")
     path = Path(cfg.checkpoint)
     if path.is_dir():
         found = find_last_checkpoint(path)
@@ -33,10 +37,11 @@ def run(cfg: DictConfig) -> dict:
             )
         path = found
     ckpt = read_checkpoint(path)
-    if "_target_" in cfg.model:
+    explicit_model = "_target_" in cfg.model
+    if explicit_model:
         model_config = OmegaConf.to_container(cfg.model, resolve=True)
     elif isinstance(ckpt.get("model_config"), dict):
-        model_config = ckpt["model_config"]
+        model_config = ckpt["model_config"]  # build_model reads the layouts of older checkpoints too
     else:
         raise ValueError(f"checkpoint {path} stores no model config dict ({ckpt.get('model_config')!r}); "
                          "choose one with model=NAME")
@@ -45,22 +50,23 @@ def run(cfg: DictConfig) -> dict:
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     out_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / f"eval_{path.stem}"
 
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     if dist.is_main:
-        prepare_data(data_cfg)
+        data.prepare()
     du.barrier()
-    val_set, val_loader = build_from_config(data_cfg, split="val")
+    val_set, val_loader = data.build("val")
+    if explicit_model:
+        model_config["num_classes"] = resolve_num_classes(model_config.get("num_classes"), val_set)
     saved_map = ckpt.get("label_to_category_id")
     if saved_map and {int(k): int(v) for k, v in saved_map.items()} != dict(val_set.label_to_category_id):
         logger.warning("checkpoint %s was trained with label->category map %s, the val data has %s", path,
                        saved_map, val_set.label_to_category_id)
 
     model = build_model(model_config)
-    load_checkpoint(path, model, model_config=model_config if "_target_" in cfg.model else None)
+    load_checkpoint(path, model, model_config=model_config if explicit_model else None)
     model.to(dist.device)
     logger.info("Evaluating %s (iteration %s) on %d images of %s", path, ckpt.get("iteration"), len(val_set),
-                data_cfg["val"]["ann_file"])
-    evaluator = COCOEvaluator(data_cfg["val"]["ann_file"], val_set.label_to_category_id)
+                val_set.ann_file)
+    evaluator = COCOEvaluator(val_set.ann_file, val_set.label_to_category_id)
     metrics = json_safe_metrics(inference_on_dataset(model, val_loader, evaluator, device=dist.device))
     result = {"iteration": ckpt.get("iteration"), "checkpoint": str(path), **metrics}
     if dist.is_main:
