@@ -32,6 +32,12 @@ def cpu_has_bf16() -> bool:
     return False
 
 
+def check_amp(amp: str, *, key: str = "amp") -> None:
+    """Raise ValueError naming ``key`` unless ``amp`` is one of "none", "bf16", "fp16"."""
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"{key} must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+
+
 def resolve_amp(amp: str, device: torch.device | str, *, key: str = "amp") -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device`` (None for "none").
 
@@ -39,8 +45,7 @@ def resolve_amp(amp: str, device: torch.device | str, *, key: str = "amp") -> to
     serve the request well: bf16 on a CPU without native bf16 (emulated, slower than float32), fp16
     on the CPU (few fp16 kernels there), bf16 on a GPU without bf16 support.
     """
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"{key} must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+    check_amp(amp, key=key)
     dtype = AMP_DTYPES[amp]
     device = torch.device(device)
     if dtype is torch.bfloat16 and device.type == "cpu" and not cpu_has_bf16():
