@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench_model.py                      # 800x1216, inference + training
     .venv/bin/python scripts/bench_model.py --quick --json out.json   # small smoke run
     .venv/bin/python scripts/bench_model.py --mode train --reps 3 --device cuda
+    .venv/bin/python scripts/bench_model.py --amp bf16              # adds segdet under bf16 autocast
 
 torchvision's model is built exactly as maskrcnn_resnet50_fpn builds it with pretrained weights
 (FrozenBatchNorm, trainable_backbone_layers=3), given random weights perturbed so that it detects
@@ -14,6 +15,10 @@ Inference: one synthetic shapes image (eval mode, torch.no_grad). Training: one 
 Images are not resized (min_size/max_size are set from --size). The two models are timed
 interleaved (segdet, torchvision, segdet, ...) after warm-up, so load on a shared machine hits
 both alike; reported are medians, quartiles, min/max and speedup = torchvision / segdet median.
+
+--amp bf16 (or fp16) adds a third candidate, "segdet-<amp>": the same segdet model run under
+torch.autocast with that dtype (channels_last as the config sets it). torchvision stays in float32:
+it is the reference the speed goals are stated against.
 """
 import argparse
 import copy
@@ -27,6 +32,7 @@ import torch
 
 from segdet.modeling import build_model
 from segdet.modeling.convert import convert_torchvision_maskrcnn, torchvision_model_config
+from segdet.utils.amp import AMP_DTYPES, cpu_has_bf16
 from segdet.utils.benchmark import (
     compare_models,
     format_table,
@@ -136,11 +142,15 @@ def run(args) -> dict:
         "machine": machine_info(device),
         "config": {"size": [height, width], "device": device, "warmup": args.warmup, "reps": args.reps,
                    "train_batch": args.batch, "seed": args.seed, "proposals": args.proposals,
-                   "rois_per_image": args.rois_per_image, "max_detections": args.max_detections},
+                   "rois_per_image": args.rois_per_image, "max_detections": args.max_detections,
+                   "amp": args.amp},
     }
     tv, ours = build_models(height, width, args.seed, proposals=args.proposals, rois_per_image=args.rois_per_image,
                             detections=args.max_detections)
     tv, ours = tv.to(device), ours.to(device)
+    amp = AMP_DTYPES[args.amp]
+    if amp is torch.bfloat16 and device == "cpu" and not cpu_has_bf16():
+        print("warning: --amp bf16 on a CPU without native bf16 (avx512_bf16/amx_bf16): expect it slower than float32")
     candidates = {}
     columns = [("model", "model"), ("median_ms", "median ms"), ("q1_ms", "q1"), ("q3_ms", "q3"),
                ("min_ms", "min"), ("max_ms", "max"), ("reps", "reps")]
@@ -148,6 +158,8 @@ def run(args) -> dict:
     if args.mode in ("both", "inference"):
         images, _ = make_batch(height, width, 1, args.seed + 10, device)
         candidates = {"segdet": inference_call(ours, images), "torchvision": inference_call(tv, images)}
+        if amp is not None:
+            candidates[f"segdet-{args.amp}"] = inference_call(ours, images, amp=amp)
         detections = {name: int(len(fn()[0]["boxes"])) for name, fn in candidates.items()}
         if args.profile:
             for name, fn in candidates.items():
@@ -156,7 +168,8 @@ def run(args) -> dict:
         result["inference"] = {**stats, "detections": detections}
         print(f"\ninference, 1 image {height}x{width}, {device}: detections {detections}")
         print(format_table([{"model": n, **stats[n]} for n in candidates], columns))
-        print(f"speedup (torchvision / segdet median): x{stats['speedup']['segdet']:.2f}")
+        for name, ratio in stats["speedup"].items():
+            print(f"speedup (torchvision / {name} median): x{ratio:.2f}")
 
     if args.mode in ("both", "train"):
         images, targets = make_batch(height, width, args.batch, args.seed + 20, device)
@@ -166,6 +179,8 @@ def run(args) -> dict:
             "segdet": training_step_call(ours_train, images, targets),
             "torchvision": training_step_call(tv_train, images, targets),
         }
+        if amp is not None:
+            candidates[f"segdet-{args.amp}"] = training_step_call(copy.deepcopy(ours), images, targets, amp=amp)
         if args.profile:
             for name, fn in candidates.items():
                 profile(fn, f"{name} training step", args.profile)
@@ -173,7 +188,8 @@ def run(args) -> dict:
         result["train"] = {**stats, "objects": [int(len(t["boxes"])) for t in targets]}
         print(f"\ntraining step, batch {args.batch} x {height}x{width}, {device}")
         print(format_table([{"model": n, **stats[n]} for n in candidates], columns))
-        print(f"speedup (torchvision / segdet median): x{stats['speedup']['segdet']:.2f}")
+        for name, ratio in stats["speedup"].items():
+            print(f"speedup (torchvision / {name} median): x{ratio:.2f}")
 
     if hasattr(os, "getloadavg"):
         result["machine"]["loadavg_end"] = os.getloadavg()[0]
@@ -199,6 +215,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=2, help="training batch size")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
+    parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default="none",
+                        help="also time segdet under torch.autocast with this dtype (torchvision stays float32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
                         help="also print a torch.profiler table (top ROWS ops) per model and mode")

@@ -22,11 +22,13 @@ def run(cfg: DictConfig) -> dict:
     from segdet.engine import distributed as du
     from segdet.engine.checkpoint import atomic_write, find_last_checkpoint, load_checkpoint, read_checkpoint
     from segdet.engine.evaluation import inference_on_dataset, json_safe_metrics, write_overlays
+    from segdet.utils.amp import check_amp, resolve_amp
     from segdet.engine.launch import configure_rank_logging
     from segdet.evaluation import COCOEvaluator
     from segdet.modeling import build_model
 
     check_config(cfg, "eval")
+    check_amp(cfg.amp, key="amp")
     data = instantiate(cfg.data, _convert_="all")
     path = Path(cfg.checkpoint)
     if path.is_dir():
@@ -67,7 +69,11 @@ def run(cfg: DictConfig) -> dict:
     logger.info("Evaluating %s (iteration %s) on %d images of %s", path, ckpt.get("iteration"), len(val_set),
                 val_set.ann_file)
     evaluator = COCOEvaluator(val_set.ann_file, val_set.label_to_category_id)
-    metrics = json_safe_metrics(inference_on_dataset(model, val_loader, evaluator, device=dist.device))
+    amp_dtype = resolve_amp(cfg.amp, dist.device, key="amp")
+    if amp_dtype is not None:
+        logger.info("Evaluating under torch.autocast(%s, %s)", dist.device.type, amp_dtype)
+    metrics = json_safe_metrics(inference_on_dataset(model, val_loader, evaluator, device=dist.device,
+                                                     amp_dtype=amp_dtype))
     result = {"iteration": ckpt.get("iteration"), "checkpoint": str(path), **metrics}
     if dist.is_main:
         payload = json.dumps(result, indent=2, sort_keys=True) + "\n"

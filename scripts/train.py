@@ -33,8 +33,11 @@ def run(cfg: DictConfig, run_dir: str) -> int:
     from segdet.engine.trainer import NonFiniteLossError
     from segdet.evaluation import COCOEvaluator
     from segdet.modeling import build_model
+    from segdet.utils.amp import check_amp, resolve_amp
 
     check_config(cfg, "train")
+    check_amp(cfg.train.amp, key="train.amp")
+    check_amp(cfg.eval.amp, key="eval.amp")
     cpu_threads = cfg.get("cpu_threads", 0)
     if not isinstance(cpu_threads, int) or isinstance(cpu_threads, bool) or cpu_threads < 0:
         raise ValueError(f"cpu_threads must be an integer >= 0 (0 = torch's default), got {cpu_threads!r}")
@@ -63,7 +66,7 @@ def run(cfg: DictConfig, run_dir: str) -> int:
 
     evaluator = COCOEvaluator(val_set.ann_file, val_set.label_to_category_id)
     evaluate_fn = functools.partial(inference_on_dataset, data_loader=val_loader, evaluator=evaluator,
-                                    device=dist.device)
+                                    device=dist.device, amp_dtype=resolve_amp(cfg.eval.amp, dist.device, key="eval.amp"))
     overlays = OverlayHook(val_set, class_names=val_set.class_names, num_images=cfg.eval.num_overlays,
                            score_threshold=cfg.eval.overlay_score_threshold)
     # The schedule is a partial: the trainer calls it with its own max_iter (the run length has one owner).

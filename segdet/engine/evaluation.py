@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segdet.utils.amp import autocast
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,7 +33,7 @@ def inference_on_dataset(
     try:
         for images, targets in data_loader:
             images = [img.to(device, non_blocking=True) for img in images]
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with autocast(device, amp_dtype):
                 outputs = model(images)
             outputs = [{k: v.to("cpu") if isinstance(v, torch.Tensor) else v for k, v in out.items()}
                        for out in outputs]

@@ -26,10 +26,10 @@ from .checkpointer import Checkpointer
 from .hooks.base import HookBase
 from .logger import Timer, format_seconds
 from .loss_weights import LossWeights
+from ..utils.amp import autocast, resolve_amp
 
 logger = logging.getLogger("segdet.train")
 
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -93,7 +93,8 @@ class Trainer:
         hooks: :class:`HookBase` instances, called in this order (segdet.engine.defaults.build_trainer makes the
             standard set).
         grad_clip_norm: clip the global gradient L2 norm to this value (0: no clipping).
-        amp: "none" | "bf16" | "fp16" autocast on CUDA (ignored with a warning on the CPU).
+        amp: "none" | "bf16" | "fp16": the forward pass under torch.autocast with that dtype, on the CPU or CUDA
+            (fp16 with a GradScaler); a device that serves it badly (bf16 on a CPU without native bf16) is logged.
         loss_weights: ``{loss name: weight}`` applied to the model's loss terms before they are summed; terms not
             named weigh 1. A name the model does not return fails at the first step.
         keep_checkpoints: checkpoint files kept; checkpoint_extra: plain values stored in every checkpoint
@@ -109,8 +110,6 @@ class Trainer:
     ):
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter <= 0:
             raise ValueError(f"max_iter must be a positive number of iterations, got {max_iter!r}")
-        if amp not in AMP_DTYPES:
-            raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)}, got {amp!r}")
         self._max_iter = max_iter
         self.dist = dist or du.DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device(device))
         self.device = self.dist.device
@@ -123,10 +122,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.hooks = list(hooks)
         self.grad_clip_norm = float(grad_clip_norm or 0.0)
-        self.amp_dtype = AMP_DTYPES[amp] if self.device.type == "cuda" else None
-        if amp != "none" and self.device.type != "cuda":
-            logger.warning("amp=%s needs CUDA; training in float32 on %s", amp, self.device)
-        self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.amp_dtype = resolve_amp(amp, self.device, key="train.amp")
+        # fp16's 5 exponent bits underflow small gradients: scale the loss. bf16 has float32's range.
+        self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         self.loss_weights = LossWeights(loss_weights)
         self.find_unused_parameters = find_unused_parameters
         self.checkpointer = Checkpointer(self.run_dir, keep=keep_checkpoints, extra=checkpoint_extra)
@@ -177,7 +175,7 @@ class Trainer:
         """One forward/backward/update: (unweighted loss values, weighted total, grad norm or None, stepped)."""
         images, targets = batch
         images, targets = _move_to(images, self.device), _move_to(targets, self.device)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        with autocast(self.device, self.amp_dtype):
             loss_dict = model(images, targets)
         if not isinstance(loss_dict, Mapping) or not loss_dict:
             raise TypeError(f"model(images, targets) must return a non-empty dict of loss tensors in train mode, got "

@@ -210,11 +210,19 @@ def make_maskrcnn_weights_detect(state_dict: dict[str, torch.Tensor], *, generat
         update(state_dict[key])
 
 
-def inference_call(model: torch.nn.Module, images: list[torch.Tensor]) -> Callable[[], object]:
-    """A no-argument function running ``model(images)`` in eval mode under ``torch.no_grad``."""
+def _autocast(model: torch.nn.Module, amp: torch.dtype | None):
+    from segdet.utils.amp import autocast
+
+    return autocast(next(model.parameters()).device, amp)
+
+
+def inference_call(model: torch.nn.Module, images: list[torch.Tensor], *, amp: torch.dtype | None = None
+                   ) -> Callable[[], object]:
+    """A no-argument function running ``model(images)`` in eval mode under ``torch.no_grad``
+    (and under ``torch.autocast`` with dtype ``amp`` when given)."""
 
     def run():
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(model, amp):
             return model(images)
 
     model.eval()
@@ -222,16 +230,19 @@ def inference_call(model: torch.nn.Module, images: list[torch.Tensor]) -> Callab
 
 
 def training_step_call(
-    model: torch.nn.Module, images: list[torch.Tensor], targets: list[dict], *, lr: float = 1e-3
+    model: torch.nn.Module, images: list[torch.Tensor], targets: list[dict], *, lr: float = 1e-3,
+    amp: torch.dtype | None = None,
 ) -> Callable[[], object]:
     """A no-argument function doing one SGD step (momentum 0.9, weight decay 1e-4) of ``model``
-    in train mode: forward with targets, sum of the loss dict, backward, step."""
+    in train mode: forward with targets (under ``torch.autocast`` with dtype ``amp`` when given),
+    sum of the loss dict, backward, step. No gradient scaling: a timing harness, not a trainer."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
     model.train()
 
     def step():
-        losses = model(images, targets)
+        with _autocast(model, amp):
+            losses = model(images, targets)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -264,6 +264,9 @@ class RPN(nn.Module):
         features = self.select_features(features)
         anchors = self.anchor_generator(image_tensor_hw, [f.shape[-2:] for f in features], features[0].device)
         logits, deltas = flatten_level_outputs(*self.head(features))
+        # Under autocast the head computes in bf16/fp16; top-k, box decoding, NMS and the losses
+        # need float32 (bf16 scores tie, bf16 pixel coordinates step by up to 4 px at 1000 px).
+        logits, deltas = logits.float(), deltas.float()
         stage = 0 if self.training else 1
         proposals = find_top_rpn_proposals(
             anchors,

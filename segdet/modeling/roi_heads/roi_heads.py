@@ -150,14 +150,15 @@ class StandardROIHeads(nn.Module):
                 add_gt_as_proposals=self.add_gt_as_proposals,
             )
         pooled = self.box_head(self.box_pooler(box_features, [p.proposal_boxes for p in proposals]))
-        class_logits, box_deltas = self.box_predictor(pooled)
+        # Under autocast the heads compute in bf16/fp16; scores, box coding and the losses are float32.
+        class_logits, box_deltas = (t.float() for t in self.box_predictor(pooled))
         if self.training:
             losses = fast_rcnn_losses(
                 class_logits, box_deltas, proposals, box2box=self.box2box, smooth_l1_beta=self.smooth_l1_beta
             )
             if self.mask_head is not None:
                 fg = [p[p.gt_classes > 0] for p in proposals]
-                mask_logits = self.mask_head(self.mask_pooler(mask_features, [p.proposal_boxes for p in fg]))
+                mask_logits = self.mask_head(self.mask_pooler(mask_features, [p.proposal_boxes for p in fg])).float()
                 losses["loss_mask"] = mask_rcnn_loss(
                     mask_logits, fg, [g.gt_masks for g in gt_instances], aligned=self.mask_pooler.aligned
                 )
@@ -167,6 +168,6 @@ class StandardROIHeads(nn.Module):
             nms_thresh=self.nms_thresh, topk_per_image=self.detections_per_image,
         )
         if self.mask_head is not None:
-            mask_logits = self.mask_head(self.mask_pooler(mask_features, [i.pred_boxes for i in instances]))
+            mask_logits = self.mask_head(self.mask_pooler(mask_features, [i.pred_boxes for i in instances])).float()
             mask_rcnn_inference(mask_logits, instances)
         return instances, {}

@@ -1,0 +1,59 @@
+"""train.amp / eval.amp through scripts/train.py on the CPU, and the amp setting's checks."""
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import segdet.utils.amp as amp_mod
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["data.generator.image_size=64", "data.generator.num_train=4", "data.generator.num_val=2",
+        "data.num_workers=0", "model.min_size=64", "model.max_size=64", "train.batch_size=2", "train.log_period=1",
+        "eval.num_overlays=0", "train.checkpoint_period=0", "train.max_iter=2", "cpu_threads=1"]
+
+
+def _run(tmp_path, monkeypatch, *overrides) -> int:
+    monkeypatch.setenv("SEGDET_CACHE", str(tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location("segdet_train_script", ROOT / "scripts" / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", [*TINY, *overrides])
+    return script.run(cfg, str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cpu_training_and_evaluation_under_autocast(tmp_path, monkeypatch, amp):
+    assert _run(tmp_path, monkeypatch, f"train.amp={amp}", "eval.amp=bf16") == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss" in r]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in losses)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "bbox_AP" in metrics or any(k.startswith("bbox") for k in metrics)
+    ckpt = torch.load(next((tmp_path / "run" / "checkpoints").glob("*.pt")), weights_only=True)
+    # fp16 scales the loss (and checkpoints the scaler); bf16 has float32's exponent range and needs none.
+    assert ("grad_scaler" in ckpt) == (amp == "fp16")
+
+
+@pytest.mark.parametrize("override,key", [("train.amp=bf17", "train.amp"), ("eval.amp=half", "eval.amp")])
+def test_bad_amp_value_fails_before_training_naming_the_key(tmp_path, monkeypatch, override, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        _run(tmp_path, monkeypatch, override)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_resolve_amp_says_when_the_cpu_cannot_serve_bf16(monkeypatch, caplog):
+    monkeypatch.setattr(amp_mod, "cpu_has_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="segdet.utils.amp"):
+        assert amp_mod.resolve_amp("bf16", "cpu", key="train.amp") is torch.bfloat16
+    assert "no native bf16" in caplog.text and "train.amp" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(amp_mod, "cpu_has_bf16", lambda: True)
+    with caplog.at_level(logging.WARNING, logger="segdet.utils.amp"):
+        assert amp_mod.resolve_amp("bf16", "cpu") is torch.bfloat16
+        assert amp_mod.resolve_amp("none", "cpu") is None
+    assert caplog.text == ""
