@@ -18,28 +18,16 @@ logger = logging.getLogger("segdet.eval")
 def run(cfg: DictConfig) -> dict:
     from segdet.data import build_from_config, prepare_data
     from segdet.engine import distributed as du
-    from segdet.engine.checkpoint import atomic_write, find_last_checkpoint, load_checkpoint, read_checkpoint
+    from segdet.engine.checkpoint import (atomic_write, load_checkpoint, model_config_to_build, read_checkpoint,
+                                         resolve_checkpoint)
     from segdet.engine.evaluation import inference_on_dataset, json_safe_metrics, write_overlays
     from segdet.engine.launch import configure_rank_logging
     from segdet.evaluation import COCOEvaluator
     from segdet.modeling import build_model
 
-    path = Path(cfg.checkpoint)
-    if path.is_dir():
-        found = find_last_checkpoint(path)
-        if found is None:
-            raise FileNotFoundError(
-                f"checkpoint={path} is a directory without checkpoints (looked in {path}/checkpoints)"
-            )
-        path = found
+    path = resolve_checkpoint(cfg.checkpoint)
     ckpt = read_checkpoint(path)
-    if "_target_" in cfg.model:
-        model_config = OmegaConf.to_container(cfg.model, resolve=True)
-    elif isinstance(ckpt.get("model_config"), dict):
-        model_config = ckpt["model_config"]
-    else:
-        raise ValueError(f"checkpoint {path} stores no model config dict ({ckpt.get('model_config')!r}); "
-                         "choose one with model=NAME")
+    model_config, explicit_model = model_config_to_build(ckpt, cfg.model, path)
     dist = du.init_distributed(cfg.device)
     configure_rank_logging(dist.rank)
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
@@ -56,7 +44,7 @@ def run(cfg: DictConfig) -> dict:
                        saved_map, val_set.label_to_category_id)
 
     model = build_model(model_config)
-    load_checkpoint(path, model, model_config=model_config if "_target_" in cfg.model else None)
+    load_checkpoint(path, model, model_config=model_config if explicit_model else None)
     model.to(dist.device)
     logger.info("Evaluating %s (iteration %s) on %d images of %s", path, ckpt.get("iteration"), len(val_set),
                 data_cfg["val"]["ann_file"])

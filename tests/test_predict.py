@@ -10,11 +10,15 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from segdet.engine.predictor import (
+    JOURNAL_NAME,
+    PredictionInterrupted,
     assign_image_ids,
     default_class_names,
     encode_mask_rle,
     list_images,
+    load_model,
     predict,
+    predict_files,
     read_image,
     resolve_class_names,
     to_coco_results,
@@ -130,8 +134,9 @@ def test_predict_in_process_writes_results(small_checkpoint, image_dir, tmp_path
         assert (h, w) == ((96, 128) if r["image_id"] == 139 else (80, 64))
         x, y, bw, bh = r["bbox"]
         assert bw >= 0 and bh >= 0 and x >= 0 and x + bw <= w + 1e-3 and y + bh <= h + 1e-3
-    assert Image.open(out / "000139.png").size == (128, 96)
-    assert Image.open(out / "street.png").size == (64, 80)
+    # Small images are drawn upscaled (shorter side >= 512 px) so captions do not hide the objects.
+    assert Image.open(out / "000139.png").size == (128 * 6, 96 * 6)
+    assert Image.open(out / "street.png").size == (64 * 8, 80 * 8)
 
     high = predict(cfg_model=cfg_model, checkpoint=small_checkpoint, input=image_dir / "street.png",
                    output=tmp_path / "out2", score_threshold=1.0)
