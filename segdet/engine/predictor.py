@@ -272,6 +272,16 @@ def _as_list(batch):
     return batch
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    # A terminal's Ctrl-C or a scheduler's SIGTERM reaches the whole process group. torch's workers would die of
+    # it mid-batch and fail the main process; they leave the decision to the main process, which stops after its
+    # current batch and shuts them down (and they still exit when it is killed outright).
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _journal_key(path: Path) -> str:
     # Absolute, so the same command resumes the same images whatever the listing order of earlier runs was.
     return os.path.abspath(path)
@@ -447,7 +457,8 @@ def predict_files(
         logger.info("Resuming: %d of %d images are already in %s", resumed, len(paths), journal_path)
 
     loader = torch.utils.data.DataLoader(_ImageFiles(paths, todo), batch_size=batch_size, shuffle=False,
-                                         num_workers=int(num_workers), collate_fn=_as_list)
+                                         num_workers=int(num_workers), collate_fn=_as_list,
+                                         worker_init_fn=_ignore_stop_signals if int(num_workers) > 0 else None)
     model.eval()
     start = time.monotonic()
     processed = 0
@@ -485,6 +496,10 @@ def predict_files(
                 bar.update(len(records))
                 if failure is not None or stop.requested:
                     break
+        except RuntimeError:
+            # A worker killed by the signal before it could ignore it: the stop was asked for, not a failure.
+            if not stop.requested:
+                raise
         finally:
             bar.close()
     results, skipped, total_done = _write_outputs(output_dir, journal_path, paths, keys, image_ids, names,
