@@ -59,21 +59,24 @@ def crop_to_rle(crop: np.ndarray, x: int, y: int, height: int, width: int) -> di
     and False everywhere else; the full mask is never built.
 
     COCO RLE counts alternate runs of 0 and 1 over the pixels in column-major order, starting with 0s. Inside
-    the crop's columns a run of 1s starts/ends where a column changes value; runs of adjacent columns join when
-    the crop spans the whole image height.
+    the crop's columns a run of 1s starts/ends where a column changes value going down; runs of adjacent
+    columns join when the crop spans the whole image height. Transitions are found along the crop's rows
+    (contiguous memory, no transposed copy) and sorted into column-major order afterwards: a crop of a
+    12-megapixel image takes tens of milliseconds.
     """
     crop = np.asarray(crop, dtype=bool)
     h, w = crop.shape
     if h and w and not (0 <= x and x + w <= width and 0 <= y and y + h <= height):
         raise ValueError(f"crop [{h}, {w}] at (x={x}, y={y}) does not fit a {height} x {width} image")
     total = int(height) * int(width)
-    padded = np.zeros((w, h + 2), dtype=np.int8)  # the crop's columns, a False pixel above and below
-    padded[:, 1:-1] = crop.T
-    step = np.diff(padded, axis=1)
-    start_col, start_row = np.nonzero(step == 1)  # np.nonzero is row-major here = column-major in the image
-    end_col, end_row = np.nonzero(step == -1)
-    starts = (x + start_col).astype(np.int64) * height + y + start_row
-    ends = (x + end_col).astype(np.int64) * height + y + end_row
+    padded = np.zeros((h + 2, w), dtype=bool)  # a False row above and below the crop
+    padded[1:-1] = crop
+    above, below = padded[:-1], padded[1:]
+    start_row, start_col = np.nonzero(below & ~above)  # a run of 1s starts at crop row start_row
+    end_row, end_col = np.nonzero(above & ~below)  # ... and ends before crop row end_row
+    # Runs are disjoint and ordered, so the sorted starts and the sorted ends pair up.
+    starts = np.sort((x + start_col).astype(np.int64) * height + y + start_row)
+    ends = np.sort((x + end_col).astype(np.int64) * height + y + end_row)
     if len(starts) > 1:
         joined = ends[:-1] == starts[1:]
         starts = starts[np.concatenate(([True], ~joined))]
