@@ -455,3 +455,34 @@ def test_script_killed_and_rerun_finishes_each_image_once(small_checkpoint, tmp_
     assert set(per_image) == set(range(num))
     by_record = {r["image_id"]: r["detections"] for r in records}
     assert all(per_image[i] == by_record[i] for i in range(num))  # no image's detections twice
+
+
+# ---- 5. pictures: upscaled overlays and the contact sheet ------------------------------------------------
+
+
+def test_overlay_grid_contact_sheet_of_first_n(small_checkpoint, tmp_path):
+    (tmp_path / "imgs").mkdir()
+    paths = []
+    for i, color in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200)]):
+        paths.append(tmp_path / "imgs" / f"{i:06d}.png")
+        Image.new("RGB", (60, 40), color).save(paths[-1])
+    model, _ = _model_and_cfg(small_checkpoint)
+    out = tmp_path / "out"
+    predict_files(model, paths, out, score_threshold=0.5, batch_size=2, overlay_grid=True, overlay_grid_size=3,
+                  progress="none")
+    assert Image.open(out / "000000.png").size == (60 * 13, 40 * 13)  # 40 px drawn at >= 512 px
+    sheet = np.asarray(Image.open(out / "overlay_grid.png").convert("RGB"))
+    tile, gap, caption = 256, 4, 18
+    assert sheet.shape[:2] == (2 * (tile + caption + gap) + gap, 2 * (tile + gap) + gap)  # 3 cells in a 2 x 2 grid
+    # Cell 4 is empty (background); cells 1..3 show the first three overlays.
+    cell = lambda r, c: sheet[gap + r * (tile + caption + gap) + tile // 2, gap + c * (tile + gap) + tile // 2]
+    assert tuple(cell(1, 1)) == (40, 40, 40) and tuple(cell(0, 0)) != (40, 40, 40)
+    # The first cell is the first overlay, reduced to 256 x 171 px (its mean colour survives the filtering).
+    first = np.asarray(Image.open(out / "000000.png").convert("RGB")).astype(float).mean(axis=(0, 1))
+    top = gap + (tile - 171) // 2
+    shown = sheet[top + 2:top + 169, gap + 2:gap + tile - 2].astype(float).mean(axis=(0, 1))
+    assert np.abs(first - shown).max() < 3
+    second = np.asarray(Image.open(out / "000001.png").convert("RGB")).astype(float).mean(axis=(0, 1))
+    assert np.abs(first - second).max() > 3  # so the comparison above tells the images apart
+    with pytest.raises(ValueError, match="needs overlays=true"):
+        predict_files(model, paths, tmp_path / "o2", overlay_grid=True, write_overlays=False, progress="none")
