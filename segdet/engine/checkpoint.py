@@ -275,12 +275,16 @@ def model_config_to_build(ckpt: Mapping, cfg_model, path: str | os.PathLike, *,
     the config stored in checkpoint ``ckpt`` (read from ``path``). A converted checkpoint that only names its config
     needs ``model=NAME``; the error says so."""
     if cfg_model is not None and "_target_" in cfg_model:
-        from omegaconf import DictConfig, OmegaConf
+        import copy
 
-        node = OmegaConf.create(OmegaConf.to_container(cfg_model, resolve=False) if isinstance(cfg_model, DictConfig)
-                                else dict(cfg_model))
+        from omegaconf import DictConfig, OmegaConf, open_dict
+
+        # A copy keeps the node's place in its config, so interpolations into the rest of it (eval's
+        # ${data.num_classes}) still resolve, and the caller's config is left as it was.
+        node = copy.deepcopy(cfg_model) if isinstance(cfg_model, DictConfig) else OmegaConf.create(dict(cfg_model))
         if num_classes is not None:
-            node.num_classes = int(num_classes)
+            with open_dict(node):
+                node.num_classes = int(num_classes)
         return OmegaConf.to_container(node, resolve=True), True
     saved = ckpt.get("model_config")
     if isinstance(saved, Mapping):
