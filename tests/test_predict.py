@@ -294,7 +294,7 @@ class _CountingModel(torch.nn.Module):
 
 
 def test_batched_workers_match_one_by_one_and_summary(small_checkpoint, tmp_path, caplog):
-    paths = _write_images(tmp_path / "imgs", 5)
+    paths = _write_images(tmp_path / "imgs", 3)
     model, _ = _model_and_cfg(small_checkpoint)
     one = predict_files(model, paths, tmp_path / "one", score_threshold=0.0, batch_size=1, write_overlays=False,
                         progress="none")
@@ -302,15 +302,15 @@ def test_batched_workers_match_one_by_one_and_summary(small_checkpoint, tmp_path
     with caplog.at_level("INFO", logger="segdet.engine.predictor"):
         batched = predict_files(counting, paths, tmp_path / "batched", score_threshold=0.0, batch_size=2,
                                 num_workers=2, write_overlays=False, progress="plain")
-    assert counting.calls == [2, 2, 1]
+    assert counting.calls == [2, 1]
     assert set(counting.modes) == {"deferred"}  # masks pasted box by box, never D x H x W
     assert model.mask_output == "image"  # restored afterwards
     assert len(one) > 0 and [r["image_id"] for r in batched] == [r["image_id"] for r in one]
     for a, b in zip(one, batched):
         assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3) and a["score"] == pytest.approx(b["score"], abs=1e-4)
     text = caplog.text
-    assert "predict: 5/5 images (100%)" in text and "ETA" in text
-    assert f"Predicted 5 images (0 skipped as unreadable, 0 done by an earlier run), {len(one)} detections," in text
+    assert "predict: 3/3 images (100%)" in text and "ETA" in text
+    assert f"Predicted 3 images (0 skipped as unreadable, 0 done by an earlier run), {len(one)} detections," in text
     assert "images/s" in text
 
 
@@ -364,12 +364,12 @@ def test_strict_stops_at_first_unreadable_after_writing_what_was_done(small_chec
 
 
 def test_resume_skips_done_images_and_repairs_torn_line(small_checkpoint, tmp_path):
-    paths = _write_images(tmp_path / "imgs", 5)
+    paths = _write_images(tmp_path / "imgs", 4)
     model, _ = _model_and_cfg(small_checkpoint)
     out = tmp_path / "out"
     full = predict_files(model, paths, tmp_path / "ref", score_threshold=0.0, batch_size=1, write_overlays=False,
                          progress="none")
-    predict_files(model, paths[:3], out, score_threshold=0.0, batch_size=1, write_overlays=False, progress="none")
+    predict_files(model, paths[:2], out, score_threshold=0.0, batch_size=1, write_overlays=False, progress="none")
     journal = out / JOURNAL_NAME
     with open(journal, "ab") as f:
         f.write(b'{"file": "/half/writ')  # a kill in the middle of a line
@@ -379,7 +379,7 @@ def test_resume_skips_done_images_and_repairs_torn_line(small_checkpoint, tmp_pa
     assert sum(counting.calls) == 2  # only the two images not done before
     assert resumed == full
     lines = journal.read_text().splitlines()
-    assert len(lines) == 1 + 5 and all(json.loads(line) for line in lines)
+    assert len(lines) == 1 + 4 and all(json.loads(line) for line in lines)
     with pytest.raises(ValueError, match=r"other settings \(score_threshold: 0.0 there, 0.5 now\)"):
         predict_files(model, paths, out, score_threshold=0.5, write_overlays=False, progress="none")
 
