@@ -13,7 +13,9 @@ import glob as globlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from segdet.engine.signals import StopRequest
 from segdet.evaluation.coco_results import (
     deferred_mask_pasting,
     encode_mask_results,
@@ -238,16 +239,47 @@ class PredictionInterrupted(RuntimeError):
         self.exit_code = exit_code
 
 
-class _StopAfterBatch(StopRequest):
-    def _handle(self, signum, frame):
-        if self.signum is None:
-            import signal
+class _StopAfterBatch:
+    """SIGINT/SIGTERM (main thread only) set ``signum`` instead of killing the process, so prediction stops after
+    the current batch with everything done saved; a second signal gets the previous handler (the default: the
+    process ends at once, which the journal survives too). The trainer's StopRequest does the same for
+    iterations; this one stays independent of the training hooks."""
 
-            logger.warning("Received %s: stopping after the current batch (run the same command again to go on)",
-                           signal.Signals(signum).name)
-            self.signum = signum
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum) if self.signum is not None else 0
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
             return
-        super()._handle(signum, frame)
+        self.signum = signum
+        logger.warning("Received %s: stopping after the current batch (run the same command again to go on)",
+                       signal.Signals(signum).name)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.getsignal(s)
+                signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        self._previous.clear()
+        return False
 
 
 class _ImageFiles(torch.utils.data.Dataset):
@@ -276,8 +308,6 @@ def _ignore_stop_signals(worker_id: int) -> None:
     # A terminal's Ctrl-C or a scheduler's SIGTERM reaches the whole process group. torch's workers would die of
     # it mid-batch and fail the main process; they leave the decision to the main process, which stops after its
     # current batch and shuts them down (and they still exit when it is killed outright).
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
