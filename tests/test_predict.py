@@ -486,3 +486,18 @@ def test_overlay_grid_contact_sheet_of_first_n(small_checkpoint, tmp_path):
     assert np.abs(first - second).max() > 3  # so the comparison above tells the images apart
     with pytest.raises(ValueError, match="needs overlays=true"):
         predict_files(model, paths, tmp_path / "o2", overlay_grid=True, write_overlays=False, progress="none")
+
+
+def test_progress_bar_on_a_terminal_and_default_batch_size(capsys, monkeypatch):
+    from segdet.engine.predictor import _Progress, default_batch_size
+
+    assert default_batch_size("cpu") == 2
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    bar = _Progress(4, 1, "auto")
+    assert bar.bar is not None  # a terminal gets tqdm
+    bar.update(2)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "3/4" in err and "<" in err  # tqdm's "elapsed<remaining" ETA
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert _Progress(4, 0, "auto").mode == "plain"

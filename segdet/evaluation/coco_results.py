@@ -127,7 +127,8 @@ def iter_mask_crops(mask_probs: torch.Tensor, boxes: torch.Tensor, height: int, 
     (a single larger box is pasted alone), so at most one chunk of crops exists at any moment.
 
     mask_probs: float Tensor[D, S, S]; boxes: Tensor[D, 4] (x1, y1, x2, y2) absolute pixels of the
-    height x width image. Pasting runs where the tensors are, on the CPU for a device the op has no kernel for.
+    height x width image (half precision is pasted in float32). Pasting runs where the tensors are, on the CPU
+    for a device the op has no kernel for.
     """
     from segdet.ops.paste_masks import paste_masks_crops
 
@@ -136,6 +137,11 @@ def iter_mask_crops(mask_probs: torch.Tensor, boxes: torch.Tensor, height: int, 
         raise ValueError(f"mask_probs has {num} masks but boxes has {int(boxes.shape[0])} rows")
     if num == 0:
         return
+    # Outputs made under autocast may be half precision; the op pastes in float32 like MaskRCNN.postprocess.
+    if mask_probs.dtype not in (torch.float32, torch.float64):
+        mask_probs = mask_probs.float()
+    if boxes.dtype not in (torch.float32, torch.float64):
+        boxes = boxes.float()
     bounds = _crop_pixel_bounds(boxes, int(mask_probs.shape[-1]), height, width)
     start = 0
     while start < num:

@@ -63,6 +63,9 @@ def test_mask_probs_to_rles_match_full_paste_in_small_chunks():
     assert len(crops) == num and crops[3][0].size == 0
     assert max(c.size for c, _, _ in crops) < height * width  # box-sized, not image-sized
     assert mask_probs_to_rles(probs[:0], boxes[:0], height, width) == []
+    # Half-precision outputs (autocast) are pasted in float32, as MaskRCNN.postprocess pastes them.
+    half = encode_mask_results(paste_masks(probs.half().float(), boxes.half().float(), height, width, 0.5))
+    assert mask_probs_to_rles(probs.half(), boxes.half(), height, width, 0.5) == half
 
 
 def test_to_coco_results_fields_mapping_and_errors():
