@@ -649,6 +649,10 @@ def predict(
         raise ValueError(f"overlay_grid_size must be >= 1, got {overlay_grid_size}")
     if progress not in PROGRESS_MODES:
         raise ValueError(f"progress must be one of {PROGRESS_MODES}, got {progress!r}")
+    if overlay_grid and not overlays:
+        raise ValueError("overlay_grid=true draws the contact sheet from the overlays: it needs overlays=true")
+    if batch_size is not None and int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     paths = list_images(input, recursive=bool(recursive))  # before the (slow) model build: a wrong path fails at once
     model, info = load_model(cfg_model, checkpoint, device)
     names = resolve_class_names(class_names, info, int(model.num_classes))
