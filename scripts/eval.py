@@ -16,7 +16,9 @@ logger = logging.getLogger("segdet.eval")
 
 
 def run(cfg: DictConfig) -> dict:
-    from segdet.data import build_from_config, prepare_data
+    from hydra.utils import instantiate
+
+    from segdet.config import check_config, resolve_num_classes
     from segdet.engine import distributed as du
     from segdet.engine.checkpoint import (atomic_write, load_checkpoint, model_config_to_build, read_checkpoint,
                                          resolve_checkpoint)
@@ -25,6 +27,8 @@ def run(cfg: DictConfig) -> dict:
     from segdet.evaluation import COCOEvaluator
     from segdet.modeling import build_model
 
+    check_config(cfg, "eval")
+    data = instantiate(cfg.data, _convert_="all")
     path = resolve_checkpoint(cfg.checkpoint)
     ckpt = read_checkpoint(path)
     model_config, explicit_model = model_config_to_build(ckpt, cfg.model, path)
@@ -33,11 +37,12 @@ def run(cfg: DictConfig) -> dict:
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     out_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / f"eval_{path.stem}"
 
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     if dist.is_main:
-        prepare_data(data_cfg)
+        data.prepare()
     du.barrier()
-    val_set, val_loader = build_from_config(data_cfg, split="val")
+    val_set, val_loader = data.build("val")
+    if explicit_model:
+        model_config["num_classes"] = resolve_num_classes(model_config.get("num_classes"), val_set)
     saved_map = ckpt.get("label_to_category_id")
     if saved_map and {int(k): int(v) for k, v in saved_map.items()} != dict(val_set.label_to_category_id):
         logger.warning("checkpoint %s was trained with label->category map %s, the val data has %s", path,
@@ -47,8 +52,8 @@ def run(cfg: DictConfig) -> dict:
     load_checkpoint(path, model, model_config=model_config if explicit_model else None)
     model.to(dist.device)
     logger.info("Evaluating %s (iteration %s) on %d images of %s", path, ckpt.get("iteration"), len(val_set),
-                data_cfg["val"]["ann_file"])
-    evaluator = COCOEvaluator(data_cfg["val"]["ann_file"], val_set.label_to_category_id)
+                val_set.ann_file)
+    evaluator = COCOEvaluator(val_set.ann_file, val_set.label_to_category_id)
     metrics = json_safe_metrics(inference_on_dataset(model, val_loader, evaluator, device=dist.device))
     result = {"iteration": ckpt.get("iteration"), "checkpoint": str(path), **metrics}
     if dist.is_main:

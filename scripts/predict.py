@@ -20,6 +20,7 @@ logger = logging.getLogger("segdet.predict")
 
 @hydra.main(config_path="../conf", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> int:
+    from segdet.config import ConfigKeyError, check_config
     from segdet.engine.checkpoint import CheckpointError
     from segdet.engine.predictor import PredictionInterrupted, predict
 
@@ -27,6 +28,11 @@ def main(cfg: DictConfig) -> int:
     if missing:
         logger.error("missing required setting(s) %s: python scripts/predict.py checkpoint=PATH input=IMAGE_OR_DIR "
                      "output=DIR", ", ".join(missing))
+        sys.exit(1)
+    try:
+        check_config(cfg, "predict")
+    except ConfigKeyError as exc:
+        logger.error("%s", exc)
         sys.exit(1)
     class_names = OmegaConf.to_container(cfg.class_names) if cfg.class_names is not None else None
     cfg_model = cfg.model if cfg.get("model") else None

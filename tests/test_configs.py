@@ -48,7 +48,7 @@ def test_train_defaults():
 def test_experiment_overrides_groups_and_values():
     cfg = _compose("train", ["experiment=coco_r50_fpn_1x"])
     assert cfg.hydra.runtime.choices.model == "maskrcnn_r50_fpn"
-    assert cfg.data.name == "coco" and cfg.model.num_classes == 80
+    assert cfg.data.name == "coco" and cfg.model.num_classes is None  # from the annotation file at run time
     assert cfg.train.max_iter == 90000 and cfg.hydra.run.dir == "runs/coco_r50_fpn_1x"
     assert cfg.hydra.runtime.choices.optim == "sgd" and cfg.schedule.policy == "step"
 
@@ -66,7 +66,6 @@ def test_eval_composes(data, model):
     (["train.max_itr=5"], "max_itr"),
     (["optim=adam_typo"], "adam_typo"),
     (["schedule=nope"], "nope"),
-    (["+model=maskrcnn_small"], "model"),
 ])
 def test_bad_overrides_fail_composition(overrides, match):
     with pytest.raises(ConfigCompositionException, match=match):
@@ -83,3 +82,67 @@ def test_train_script_rejects_bad_config_before_any_work(tmp_path):
         assert proc.returncode != 0
         assert bad[0].split("=")[0].split(".")[-1] in proc.stderr or bad[0].split("=")[1] in proc.stderr, proc.stderr
         assert not run_dir.exists()
+
+
+# ---- unknown keys: segdet.config.check_config, run by every entry point before any work ---------------------
+
+from segdet.config import ConfigKeyError, check_config  # noqa: E402
+
+
+@pytest.mark.parametrize("name, overrides, match", [
+    ("train", ["+train.max_itr=5"], r"unknown config key 'train.max_itr'.*did you mean 'max_iter'"),
+    ("train", ["+train.loss_weights.loss_msk=2"], r"'train.loss_weights.loss_msk'.*did you mean 'loss_mask'"),
+    ("train", ["+eval.num_overlay=3"], r"'eval.num_overlay'"),
+    ("train", ["+seeed=1"], r"unknown config key 'seeed': the top level has .*did you mean 'seed'"),
+    ("train", ["+data.num_worker=1"], r"'data.num_worker': segdet.data.DetectionData takes .*num_workers"),
+    ("train", ["+data.generator.image_sise=64"], r"'data.generator.image_sise'"),
+    ("train", ["+data.transforms.flip=0.5"], r"'data.transforms.flip'"),
+    ("train", ["+model.rpn.nms_thres=0.5"], r"'model.rpn.nms_thres': segdet.modeling.proposal_generator.RPN"),
+    ("train", ["+model.roi_heads.box_head.fc_dim=[5]"], r"'model.roi_heads.box_head.fc_dim'"),
+    ("train", ["+optim.momentun=0.9"], r"'optim.momentun'"),
+    ("train", ["experiment=coco_r50_fpn_1x", "+schedule.stepz=[1]"], r"'schedule.stepz'"),
+    ("eval", ["checkpoint=x.pt", "+num_overlay=1"], r"unknown config key 'num_overlay'"),
+    ("eval", ["checkpoint=x.pt", "+data.val.ann=x"], r"'data.val.ann': segdet.data.SplitFiles takes ann_file, img_dir"),
+    ("eval", ["checkpoint=x.pt", "+model.depth=5"], r"'model.depth'"),
+    ("predict", ["checkpoint=x.pt", "input=y", "+score_treshold=0.2"], r"'score_treshold'"),
+    ("predict", ["checkpoint=x.pt", "input=y", "model=maskrcnn_small", "+model.backbone.dept=5"],
+     r"'model.backbone.dept'"),
+    ("predict", ["checkpoint=x.pt", "input=y", "+recursiv=true"], r"'recursiv'.*did you mean 'recursive'"),
+])
+def test_unknown_key_is_named(name, overrides, match):
+    cfg = _compose(name, overrides)
+    with pytest.raises(ConfigKeyError, match=match):
+        check_config(cfg, name)
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("train", []), ("train", ["experiment=coco_r50_fpn_1x"]), ("train", ["experiment=smoke", "data=coco"]),
+    ("eval", ["checkpoint=x.pt"]), ("eval", ["checkpoint=x.pt", "model=maskrcnn_r50_fpn_torchvision"]),
+    ("predict", ["checkpoint=x.pt", "input=y"]), ("predict", ["checkpoint=x.pt", "input=y", "model=maskrcnn_small"]),
+] + [("train", [f"model={m}"]) for m in _options("model")] + [("train", [f"optim={o}"]) for o in _options("optim")]
+  + [("train", [f"schedule={s}"]) for s in _options("schedule")])
+def test_shipped_configs_pass_the_check(name, overrides):
+    check_config(_compose(name, overrides), name)
+
+
+def test_train_script_names_an_added_unknown_key_before_training(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/train.py"), f"hydra.run.dir={run_dir}", "+data.num_worker=1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "unknown config key 'data.num_worker'" in proc.stderr
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "train.log").read_text().count("Run directory")
+
+
+def test_model_num_classes_comes_from_the_dataset_or_must_agree_with_it():
+    from types import SimpleNamespace
+
+    from segdet.config import resolve_num_classes
+
+    dataset = SimpleNamespace(num_classes=80, ann_file="instances_train2017.json")
+    assert resolve_num_classes(None, dataset) == 80
+    assert resolve_num_classes(80, dataset) == 80
+    with pytest.raises(ValueError, match=r"model.num_classes=81 but instances_train2017.json has 80 categories"):
+        resolve_num_classes(81, dataset)

@@ -36,13 +36,14 @@ def test_model_group_composes_under_a_primary_config(tmp_path):
     with initialize_config_dir(config_dir=str(tmp_path), version_base=None):
         cfg = compose(config_name="main", overrides=["model.num_classes=3"])
     assert cfg.model.backbone.depth == 101 and cfg.model.rpn.nms_thresh == 0.7
-    assert cfg.model.roi_heads.box_predictor.num_classes == 3
     container = OmegaConf.to_container(cfg.model, resolve=False)  # what a checkpoint stores
-    assert build_model(container).roi_heads.mask_head.num_classes == 3
+    model = build_model(container)
+    assert model.roi_heads.mask_head.num_classes == 3 and model.roi_heads.box_predictor.num_classes == 3
 
 
 def test_torchvision_config_values():
-    cfg = OmegaConf.load(CONF / "model" / "maskrcnn_r50_fpn_torchvision.yaml")
+    with initialize_config_dir(config_dir=str(CONF / "model"), version_base=None):
+        cfg = compose(config_name="maskrcnn_r50_fpn_torchvision")
     assert (cfg.min_size, cfg.max_size, cfg.num_classes + 1) == (800, 1333, 91)
     assert list(cfg.rpn.pre_nms_topk) == [2000, 1000] and list(cfg.rpn.post_nms_topk) == [2000, 1000]
     assert cfg.roi_heads.box_pooler.aligned is False and cfg.roi_heads.box_pooler.sampling_ratio == 2
@@ -69,3 +70,58 @@ def test_build_model_errors():
         build_model({"_target_": "segdet.modeling.MaskRCNN"})
     with pytest.raises(TypeError, match="cfg_model"):
         build_model("maskrcnn_small")
+
+
+# ---- checkpoints written before the heads derived their widths ------------------------------------------------
+
+OLD_SMALL = Path(__file__).resolve().parent / "modeling" / "fixtures" / "maskrcnn_small_before_named_levels.yaml"
+
+
+def _old_small_config() -> dict:
+    """The model_config a checkpoint of the old layout stores: the old file resolved (heads' num_classes typed)."""
+    cfg = OmegaConf.to_container(OmegaConf.load(OLD_SMALL), resolve=True)
+    assert cfg["roi_heads"]["box_in_features"] == [0, 1, 2, 3] and cfg["roi_heads"]["box_head"]["input_shape"]
+    return cfg
+
+
+def test_old_layout_config_builds_the_same_model():
+    torch.manual_seed(0)
+    old = build_model(_old_small_config())
+    with initialize_config_dir(config_dir=str(CONF / "model"), version_base=None):
+        cfg = compose(config_name="maskrcnn_small")
+    torch.manual_seed(0)
+    new = build_model(cfg)
+    assert old.roi_heads.box_in_features == ["p2", "p3", "p4", "p5"]
+    old_sd, new_sd = old.state_dict(), new.state_dict()
+    assert list(old_sd) == list(new_sd)
+    assert all(torch.equal(old_sd[k], new_sd[k]) for k in old_sd)
+    # the heads' typed-out num_classes does not pin them: an override reaches them as before
+    seven = build_model(_old_small_config(), num_classes=7)
+    assert seven.roi_heads.box_predictor.num_classes == 7 and seven.roi_heads.mask_head.num_classes == 7
+
+
+def test_old_layout_config_with_a_wrong_width_names_both_keys():
+    cfg = _old_small_config()
+    cfg["roi_heads"]["box_head"]["input_shape"] = [32, 7, 7]
+    with pytest.raises(ValueError, match=r"model.roi_heads.box_head.input_shape=\[32, 7, 7\] does not match "
+                                         r"\(model.backbone.fpn_channels, model.roi_heads.box_pooler.output_size\)"):
+        build_model(cfg)
+    cfg = _old_small_config()
+    cfg["roi_heads"]["box_in_features"] = [0, 1, 9]
+    with pytest.raises(ValueError, match=r"roi_heads.box_in_features=\[0, 1, 9\] uses level indices .* level names"):
+        build_model(cfg)
+
+
+def test_old_checkpoint_loads_in_load_model(tmp_path):
+    from segdet.engine.checkpoint import save_checkpoint
+    from segdet.engine.predictor import load_model
+
+    torch.manual_seed(0)
+    model = build_model(_old_small_config())
+    path = save_checkpoint(tmp_path, {"model": model.state_dict(), "model_config": _old_small_config(),
+                                      "iteration": 3}, iteration=3)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("predict", ["checkpoint=x", "input=y"])
+    loaded, info = load_model(cfg.model, path, "cpu")
+    assert info["iteration"] == 3 and loaded.num_classes == 4
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())

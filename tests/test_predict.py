@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from segdet.config import compose_model_config
 from segdet.engine.predictor import (
     JOURNAL_NAME,
     PredictionInterrupted,
@@ -35,7 +36,7 @@ def small_checkpoint(tmp_path_factory):
 
     from segdet.modeling import build_model
 
-    cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "maskrcnn_small.yaml"), resolve=False)
+    cfg = compose_model_config("maskrcnn_small")  # the file lists its differences from maskrcnn_r50_fpn
     cfg["num_classes"] = 3
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -119,7 +120,7 @@ def test_class_names():
 def test_predict_in_process_writes_results(small_checkpoint, image_dir, tmp_path):
     from omegaconf import OmegaConf
 
-    cfg_model = OmegaConf.load(REPO / "conf" / "model" / "maskrcnn_small.yaml")  # num_classes 4: checkpoint's 3 wins
+    cfg_model = OmegaConf.create(compose_model_config("maskrcnn_small"))  # num_classes 4: checkpoint's 3 wins
     out = tmp_path / "out"
     results = predict(cfg_model=cfg_model, checkpoint=small_checkpoint, input=image_dir, output=out,
                       score_threshold=0.0)
@@ -149,7 +150,7 @@ def test_predict_bad_inputs(small_checkpoint, image_dir, tmp_path):
 
     from segdet.engine.checkpoint import CheckpointError
 
-    cfg_model = OmegaConf.load(REPO / "conf" / "model" / "maskrcnn_small.yaml")
+    cfg_model = OmegaConf.create(compose_model_config("maskrcnn_small"))
     with pytest.raises(FileNotFoundError, match="missing_dir"):
         predict(cfg_model=cfg_model, checkpoint=small_checkpoint, input=tmp_path / "missing_dir", output=tmp_path)
     with pytest.raises(FileNotFoundError, match="nothing.pt"):
@@ -216,7 +217,7 @@ def test_model_override_that_does_not_fit_names_differences(small_checkpoint):
 
     from segdet.engine.checkpoint import CheckpointError
 
-    cfg_model = OmegaConf.load(REPO / "conf" / "model" / "maskrcnn_small.yaml")
+    cfg_model = OmegaConf.create(compose_model_config("maskrcnn_small"))
     cfg_model.roi_heads.mask_head.conv_dims = [32, 32]
     with pytest.raises(CheckpointError, match=r"differences: .*roi_heads\.mask_head\.conv_dims"):
         load_model(cfg_model, small_checkpoint, "cpu")

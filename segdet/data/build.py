@@ -1,4 +1,4 @@
-"""Builders of datasets and loaders from plain values (the config edge converts Hydra nodes before calling).
+"""Datasets and loaders from plain values; ``DetectionData`` is what conf/data/*.yaml instantiates.
 
 Batches are ``(images, targets)``: a list of uint8 Tensor[3, H, W] and a list of target dicts; no padding, the
 model batches images itself.
@@ -8,14 +8,15 @@ from __future__ import annotations
 import logging
 import random
 import signal
-from typing import Any, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from .coco import COCODataset
 from .samplers import InferenceSampler, TrainingBatchSampler, aspect_ratio_groups
-from .shapes import ensure_shapes_dataset
+from .shapes import ShapesParams, ensure_shapes_dataset
 from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 def collate_list(batch: Sequence[tuple]) -> tuple[list, list]:
     """[(image, target), ...] -> ([image, ...], [target, ...])."""
-    images, targets = zip(*batch) if batch else ((), ())
+    images, targets = zip(*batch)
     return list(images), list(targets)
 
 
@@ -119,40 +120,86 @@ def build_test_loader(dataset, *, batch_size: int = 1, num_workers: int = 0, ran
     )
 
 
-def prepare_data(data: Mapping[str, Any]) -> None:
-    """Create what the data config points to when it is generated (``data["generator"]``: shapes parameters,
-    written once into ``data["root"]``); nothing for datasets that already exist on disk such as COCO."""
-    generator = data.get("generator")
-    if generator:
-        ensure_shapes_dataset(data["root"], **dict(generator))
+@dataclass(frozen=True)
+class SplitFiles:
+    """Where one split of a COCO-format dataset lives: its instances json and the folder of its images."""
+
+    ann_file: str
+    img_dir: str
 
 
-def build_from_config(data: Mapping[str, Any], *, split: str, global_batch_size: int | None = None,
-                      seed: int = 0, rank: int | None = None, world_size: int | None = None):
-    """(dataset, loader) of ``split`` ("train" or "val") from a plain dict of conf/data/*.yaml (resolved, e.g.
-    ``OmegaConf.to_container(cfg.data, resolve=True)``). Train needs ``global_batch_size`` and returns a
-    TrainLoader; val returns a finite loader (``data["val_batch_size"]`` images per rank, default 1)."""
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    prepare_data(data)
-    rank_world = {"rank": rank, "world_size": world_size}
-    t = dict(data.get("transforms") or {})
-    transforms = build_transforms(is_train=split == "train", **t)
-    split_cfg = dict(data[split])
-    dataset = build_dataset(
-        ann_file=split_cfg["ann_file"], img_dir=split_cfg["img_dir"],
-        filter_empty=split_cfg.get("filter_empty", data.get("filter_empty", False) if split == "train" else False),
-        skip_bad_images=split_cfg.get("skip_bad_images", data.get("skip_bad_images", False)),
-        transforms=transforms,
-    )
-    num_workers = int(data.get("num_workers", 0))
-    if split == "train":
-        if global_batch_size is None:
-            raise ValueError("build_from_config(split='train') needs global_batch_size")
-        loader = build_train_loader(dataset, global_batch_size=global_batch_size, num_workers=num_workers,
-                                    seed=seed, aspect_ratio_grouping=bool(data.get("aspect_ratio_grouping", True)),
-                                    **rank_world)
-    else:
-        loader = build_test_loader(dataset, batch_size=int(data.get("val_batch_size", 1)),
-                                   num_workers=num_workers, **rank_world)
-    return dataset, loader
+class DetectionData:
+    """A COCO-format dataset's train and val splits and how they are loaded: the ``_target_`` of conf/data/*.yaml.
+
+    Args (keyword-only, plain values and built parts):
+        name: short name for log lines ("shapes", "coco").
+        train, val: the splits' files.
+        num_classes: foreground classes K; None takes them from the annotation file's categories, a number is
+            checked against them.
+        root: the dataset's root folder (where ``generator`` writes).
+        generator: parameters of the synthetic shapes data to generate into ``root`` on first use; None for data
+            that must already exist (COCO).
+        filter_empty: drop training images without instances (evaluation always keeps every image).
+        skip_bad_images: skip missing/unreadable images with a warning instead of raising.
+        num_workers: loader worker processes per rank.
+        aspect_ratio_grouping: batch only landscape or only portrait images together in training.
+        val_batch_size: images per rank per evaluation step.
+        transforms: ``is_train -> transform`` factory (``build_transforms`` with its options bound).
+    """
+
+    def __init__(self, *, name: str, train: SplitFiles, val: SplitFiles, num_classes: int | None = None,
+                 root: str | None = None, generator: ShapesParams | None = None, filter_empty: bool = True,
+                 skip_bad_images: bool = False, num_workers: int = 0, aspect_ratio_grouping: bool = True,
+                 val_batch_size: int = 1, transforms: Callable[..., Any] | None = None):
+        if generator is not None and root is None:
+            raise ValueError("data.generator needs data.root (the folder the generated dataset is written to)")
+        if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) < 1):
+            raise ValueError(f"data.num_classes must be a positive integer or null (from the annotations), "
+                             f"got {num_classes!r}")
+        self.name = str(name)
+        self.splits = {"train": train, "val": val}
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.root = root
+        self.generator = generator
+        self.filter_empty = bool(filter_empty)
+        self.skip_bad_images = bool(skip_bad_images)
+        self.num_workers = int(num_workers)
+        self.aspect_ratio_grouping = bool(aspect_ratio_grouping)
+        self.val_batch_size = int(val_batch_size)
+        self.transforms = transforms if transforms is not None else build_transforms
+
+    def prepare(self) -> None:
+        """Generate the synthetic data into ``root`` unless it is there; nothing for data already on disk. Call it
+        on one process before the others build (they wait on a file lock anyway)."""
+        if self.generator is not None:
+            ensure_shapes_dataset(self.root, **asdict(self.generator))
+
+    def build(self, split: str, *, global_batch_size: int | None = None, seed: int = 0, rank: int | None = None,
+              world_size: int | None = None):
+        """(dataset, loader) of ``split`` ("train" or "val"). Train needs ``global_batch_size`` and returns an
+        infinite ``TrainLoader``; val a finite loader of ``val_batch_size`` images per rank.
+
+        Raises ValueError with both numbers when ``num_classes`` was given and the annotation file has another
+        number of categories.
+        """
+        if split not in self.splits:
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if split == "train" and global_batch_size is None:
+            raise ValueError("DetectionData.build('train') needs global_batch_size")
+        self.prepare()
+        files = self.splits[split]
+        is_train = split == "train"
+        dataset = build_dataset(ann_file=files.ann_file, img_dir=files.img_dir,
+                                filter_empty=self.filter_empty and is_train, skip_bad_images=self.skip_bad_images,
+                                transforms=self.transforms(is_train=is_train))
+        if self.num_classes is not None and dataset.num_classes != self.num_classes:
+            raise ValueError(f"data.num_classes={self.num_classes} but {files.ann_file} has {dataset.num_classes} "
+                             "categories (leave data.num_classes null to take them from the file)")
+        rank_world = {"rank": rank, "world_size": world_size}
+        if is_train:
+            loader = build_train_loader(dataset, global_batch_size=global_batch_size, num_workers=self.num_workers,
+                                        seed=seed, aspect_ratio_grouping=self.aspect_ratio_grouping, **rank_world)
+        else:
+            loader = build_test_loader(dataset, batch_size=self.val_batch_size, num_workers=self.num_workers,
+                                       **rank_world)
+        return dataset, loader

@@ -190,7 +190,7 @@ def render_image(params: ShapesParams, split: str, index: int):
 # ----------------------------------------------------------------------------------------------------------------
 def _write_split(params: ShapesParams, split: str, root: str) -> None:
     count = params.num_train if split == "train" else params.num_val
-    img_dir = os.path.join(root, split)
+    img_dir = image_dir(root, split)
     os.makedirs(img_dir, exist_ok=True)
     images, annotations = [], []
     for index in range(count):
@@ -214,9 +214,9 @@ def _write_split(params: ShapesParams, split: str, root: str) -> None:
                     "iscrowd": 0,
                 })
     categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES)]
-    ann_dir = os.path.join(root, "annotations")
-    os.makedirs(ann_dir, exist_ok=True)
-    with open(os.path.join(ann_dir, f"instances_{split}.json"), "w") as f:
+    ann_file = annotation_file(root, split)
+    os.makedirs(os.path.dirname(ann_file), exist_ok=True)
+    with open(ann_file, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
 
 

@@ -3,14 +3,17 @@
 Layout inside a run directory::
 
     run_dir/checkpoints/model_0000500.pt     one file per saved iteration (7 digits, so names sort by iteration)
-    run_dir/checkpoints/last_checkpoint      text file naming the newest complete checkpoint
+
+The newest complete file is found by listing the directory (no pointer file to go stale).
 
 A checkpoint is ``torch.save`` of a plain dict (tensors, numbers, strings, lists, dicts only, so that
 ``torch.load(weights_only=True)`` can read it)::
 
-    {"model": state_dict, "model_config": dict | str | None, "iteration": int,
-     "optimizer": ..., "scheduler": ..., "grad_scaler": ..., "rng": [per-rank RNG states],
+    {"model": state_dict, "model_config": dict | str | None, "iteration": int, "max_iter": int,
+     "world_size": int, "optimizer": ..., "scheduler": ..., "grad_scaler": ..., "rng": [per-rank RNG states],
      "data": [per-rank sampler states], "label_to_category_id": {label: category_id}, "class_names": [...]}
+
+Files written before the trainer stored ``max_iter`` lack it and load the same way.
 
 Files are written to a temporary name in the same directory, fsync'ed and renamed with ``os.replace``, so a reader
 (or a process killed at any moment) sees either the previous complete file or the new complete file.
@@ -28,7 +31,6 @@ import torch
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
-POINTER_FILE = "last_checkpoint"
 _NAME_RE = re.compile(r"^model_(\d+)\.pt$")
 _MAX_LISTED = 20
 
@@ -63,7 +65,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write_fn) -> Path:
+def atomic_write(path: str | os.PathLike, write_fn) -> None:
     """Call ``write_fn(binary_file)`` on a temporary file next to ``path``, fsync it, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,21 +80,19 @@ def atomic_write(path: str | os.PathLike, write_fn) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    return path
 
 
 def save_checkpoint(
     run_dir: str | os.PathLike, state: Mapping, *, iteration: int, keep: int | None = None
 ) -> Path:
-    """Write ``state`` as ``run_dir/checkpoints/model_<iteration>.pt``, point ``last_checkpoint`` at it and delete all
-    but the newest ``keep`` checkpoint files (``keep=None`` or ``<= 0`` keeps every one). Returns the written path.
+    """Write ``state`` as ``run_dir/checkpoints/model_<iteration>.pt`` and delete all but the newest ``keep``
+    checkpoint files (``keep=None`` or ``<= 0`` keeps every one). Returns the written path.
     """
     if "model" not in state:
         raise ValueError("save_checkpoint: state must contain the key 'model' (the model's state_dict)")
     ckpt_dir = checkpoint_dir(run_dir)
     path = ckpt_dir / checkpoint_name(iteration)
     atomic_write(path, lambda f: torch.save(dict(state), f))
-    atomic_write(ckpt_dir / POINTER_FILE, lambda f: f.write((path.name + "\n").encode()))
     if keep is not None and keep > 0:
         for old in list_checkpoints(run_dir)[keep:]:
             if old != path:
@@ -114,11 +114,8 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
 
 
 def find_last_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """Path of the newest complete checkpoint of ``run_dir``, or None when it has none.
-
-    Every ``model_*.pt`` is complete (they only appear through ``os.replace``), so the newest file wins even when a
-    crash came between writing it and updating ``last_checkpoint``; the pointer is for people and other tools.
-    """
+    """Path of the newest complete checkpoint of ``run_dir``, or None when it has none. Every ``model_*.pt`` is
+    complete: they only appear through ``os.replace``."""
     candidates = list_checkpoints(run_dir)
     return candidates[0] if candidates else None
 

@@ -59,21 +59,21 @@ def configure_rank_logging(rank: int) -> None:
         logging.getLogger("segdet").setLevel(logging.WARNING)
 
 
-# Trainer arguments that are built objects or decided by the script, never plain config values.
-_BUILT_TRAINER_ARGS = {"model", "optimizer", "scheduler", "data_loader", "run_dir", "device", "dist", "sampler",
-                       "evaluate_fn", "checkpoint_extra"}
+# build_trainer arguments that are built objects or decided by the script, never plain config values.
+_BUILT_TRAINER_ARGS = {"model", "optimizer", "schedule", "data_loader", "run_dir", "device", "dist", "sampler",
+                       "evaluate_fn", "checkpoint_extra", "hooks"}
 
 
 def split_train_options(train: Mapping) -> tuple[int, dict]:
-    """(global batch size, Trainer keyword arguments) from the plain ``train`` config block. Unknown keys fail
-    here, before any data or model is built: a typo in an experiment file is otherwise merged in silently."""
-    from .trainer import Trainer
+    """(global batch size, build_trainer keyword arguments) from the plain ``train`` config block. Unknown keys
+    fail here, before any data or model is built: a typo in an experiment file is otherwise merged in silently."""
+    from .defaults import build_trainer
 
     options = dict(train)
     if "batch_size" not in options:
         raise ValueError("the train config needs batch_size (the global batch size)")
     batch_size = int(options.pop("batch_size"))
-    allowed = set(inspect.signature(Trainer).parameters) - _BUILT_TRAINER_ARGS
+    allowed = set(inspect.signature(build_trainer).parameters) - _BUILT_TRAINER_ARGS
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(f"unknown key(s) in the train config: {unknown}; known: {sorted(allowed | {'batch_size'})}")

@@ -169,12 +169,9 @@ def format_seconds(seconds: float) -> str:
 
 
 class Timer:
-    """Wall-clock seconds since construction or the last ``reset``."""
+    """Wall-clock seconds since construction."""
 
     def __init__(self):
-        self.reset()
-
-    def reset(self) -> None:
         self._t0 = time.perf_counter()
 
     def seconds(self) -> float:

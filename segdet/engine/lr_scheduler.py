@@ -112,3 +112,32 @@ def build_lr_scheduler(
         warmup_factor=warmup_factor,
         final_factor=final_factor,
     )
+
+
+def describe_max_iter_change(schedule, scheduler, *, old_max_iter: int, iteration: int) -> str:
+    """What resuming at ``iteration`` does to the lr schedule when the run length changed: ``scheduler`` is the one
+    ``schedule(optimizer, max_iter=...)`` built for the new run length; the old one is rebuilt from ``schedule``
+    for ``old_max_iter`` on a probe optimizer. Example: "cosine schedule stretched from 2000 to 3000 iterations;
+    lr at resume (iteration 1000) 0.000854, 0.0005 under the old schedule"."""
+    if scheduler is None:
+        return "there is no lr schedule, the lr stays as it is"
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    old = schedule(probe, max_iter=old_max_iter) if schedule is not None else None
+    if not isinstance(scheduler, WarmupLR) or not isinstance(old, WarmupLR):
+        return f"the lr schedule is rebuilt for the new max_iter and continues at iteration {iteration}"
+    new = scheduler
+    verb = "stretched" if new.max_iter > old.max_iter else "compressed"
+    if new.policy == "cosine":
+        shape = f"cosine schedule {verb} from {old.max_iter} to {new.max_iter} iterations"
+    elif new.policy == "step" and new.milestones != old.milestones:
+        shape = f"step schedule {verb}: lr drops moved from iterations {old.milestones} to {new.milestones}"
+    else:
+        shape = f"{new.policy} schedule unchanged"
+    if new.warmup_iters != old.warmup_iters:
+        shape += f", warm-up {old.warmup_iters} -> {new.warmup_iters} iterations"
+    base = new.base_lrs[0]
+    msg = (f"{shape}; lr at resume (iteration {iteration}) {base * new.factor(iteration):.4g}, "
+           f"{base * old.factor(iteration):.4g} under the old schedule")
+    if iteration >= new.max_iter:
+        msg += "; the checkpoint is at or past max_iter, so no step is left to train"
+    return msg

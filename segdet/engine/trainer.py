@@ -1,20 +1,20 @@
-"""The iteration-based training loop: resume, step, log, checkpoint, evaluate, stop cleanly.
+"""The iteration-based training loop; everything around the optimizer step is a hook (segdet/engine/hooks/).
+
+One iteration: fetch a batch, forward, ask the hooks whether to drop the update (non-finite losses), backward,
+clip, optimizer step, scheduler step, count the iteration, then the hooks' ``after_step``.
 
 Order of events matters for exact resumption (a run resumed from iteration k must follow the same trajectory as an
 uninterrupted one): the checkpoint is loaded (weights, optimizer, schedule, sampler position) before the data
-iterator is created, and the saved RNG states are restored only after it, because creating the iterator draws from
-the global RNG (the DataLoader's worker base seed) in both the uninterrupted and the resumed run.
+iterator is created, and the saved RNG states are restored only after it and after every hook's ``before_train``,
+right before the first step, because creating the iterator draws from the global RNG (the DataLoader's worker base
+seed) in both the uninterrupted and the resumed run.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
 import os
-import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +22,10 @@ import torch
 from torch import nn
 
 from . import distributed as du
-from .checkpoint import (
-    CheckpointReadError, atomic_write, list_checkpoints, load_checkpoint, save_checkpoint, unwrap_model,
-)
-from .logger import MetricsLogger, Timer, format_seconds, max_memory_mb
-from .rng import get_rng_state, set_rng_state
-from .signals import StopRequest
+from .checkpointer import Checkpointer
+from .hooks.base import HookBase
+from .logger import Timer, format_seconds
+from .loss_weights import LossWeights
 
 logger = logging.getLogger("segdet.train")
 
@@ -52,6 +50,21 @@ class TrainResult:
         return 128 + self.signum if self.signum is not None else 0
 
 
+@dataclass
+class StepInfo:
+    """The iteration just taken, for the hooks' ``after_step``: unweighted loss terms, their weighted sum (what was
+    minimised), the lr the step used, the global gradient norm before clipping (None without clipping), seconds
+    spent fetching the batch and in the whole iteration, and whether the optimizer stepped."""
+
+    losses: dict[str, float]
+    loss: float
+    lr: float
+    grad_norm: float | None
+    data_time: float
+    time: float
+    stepped: bool
+
+
 def _move_to(obj, device: torch.device):
     if isinstance(obj, torch.Tensor):
         return obj.to(device, non_blocking=True)
@@ -67,150 +80,91 @@ class Trainer:
 
     Args:
         model: returns ``{"loss_*": scalar Tensor}`` for ``model(images, targets)`` in train mode.
-        optimizer, scheduler: already built over ``model``'s parameters; the scheduler is stepped every iteration.
+        optimizer: already built over ``model``'s parameters.
+        schedule: ``schedule(optimizer, max_iter=...)`` -> lr scheduler stepped every iteration (the partial that
+            conf/schedule/ describes), or None for a constant lr. The trainer passes its own ``max_iter``: it is
+            the one owner of the run length, and stores it in every checkpoint.
         data_loader: iterable of ``(list[Tensor[3, H, W]], list[target dict])`` for this rank (its share of the
-            global batch), endless or at least ``max_iter`` long.
-        sampler: the loader's sampler with ``state_dict()``/``load_state_dict()`` (data order is then resumed
-            exactly), or None.
+            global batch), endless or restarted when exhausted.
         run_dir: the run directory (checkpoints/, metrics.jsonl, metrics.json, tb/).
         dist: this process's place in the job; None = single process on ``device``.
-        checkpoint_period: save every this many iterations (0: only at the end); keep_checkpoints: files kept.
-        eval_period: run ``evaluate_fn`` every this many iterations (0: only at the end).
-        evaluate_fn: ``evaluate_fn(model) -> {"bbox/AP": ..., ...}``, called on every rank with the bare model.
+        sampler: the loader's sampler with ``state_dict()``/``load_state_dict()`` (data order is then resumed
+            exactly), or None.
+        hooks: :class:`HookBase` instances, called in this order (segdet.engine.defaults.build_trainer makes the
+            standard set).
         grad_clip_norm: clip the global gradient L2 norm to this value (0: no clipping).
         amp: "none" | "bf16" | "fp16" autocast on CUDA (ignored with a warning on the CPU).
-        skip_nonfinite: skip steps with a non-finite loss instead of stopping, at most ``max_nonfinite_skips`` times.
-        checkpoint_extra: plain values stored in every checkpoint (model_config, label_to_category_id, class_names).
-
-    Logged losses are rank 0's (averaged over each ``log_period`` window by the MetricsLogger).
+        loss_weights: ``{loss name: weight}`` applied to the model's loss terms before they are summed; terms not
+            named weigh 1. A name the model does not return fails at the first step.
+        keep_checkpoints: checkpoint files kept; checkpoint_extra: plain values stored in every checkpoint
+            (model_config, label_to_category_id, class_names).
     """
 
     def __init__(
-        self, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, data_loader: Iterable,
-        run_dir: str | os.PathLike, max_iter: int, device: torch.device | str = "cpu", dist: du.DistInfo | None = None,
-        sampler=None, checkpoint_period: int = 0, keep_checkpoints: int = 3, eval_period: int = 0,
-        evaluate_fn: Callable[[nn.Module], dict] | None = None, grad_clip_norm: float = 0.0, amp: str = "none",
-        skip_nonfinite: bool = False, max_nonfinite_skips: int = 10, log_period: int = 20,
-        checkpoint_extra: Mapping | None = None, find_unused_parameters: bool = False,
-        progress_bar: bool | None = None, tensorboard: bool = True,
+        self, *, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Callable | None,
+        data_loader: Iterable, run_dir: str | os.PathLike, max_iter: int, device: torch.device | str = "cpu",
+        dist: du.DistInfo | None = None, sampler=None, hooks: Sequence[HookBase] = (), grad_clip_norm: float = 0.0,
+        amp: str = "none", loss_weights: Mapping[str, float] | None = None, find_unused_parameters: bool = False,
+        keep_checkpoints: int = 3, checkpoint_extra: Mapping | None = None,
     ):
-        if max_iter <= 0:
-            raise ValueError(f"max_iter must be a positive number of iterations, got {max_iter}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter <= 0:
+            raise ValueError(f"max_iter must be a positive number of iterations, got {max_iter!r}")
         if amp not in AMP_DTYPES:
             raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)}, got {amp!r}")
-        device = torch.device(device)
-        self.dist = dist or du.DistInfo(rank=0, world_size=1, local_rank=0, device=device)
+        self._max_iter = max_iter
+        self.dist = dist or du.DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device(device))
         self.device = self.dist.device
         self.model = model.to(self.device)
         self.optimizer = optimizer
-        self.scheduler = scheduler
+        self.schedule = schedule
+        self.scheduler = schedule(optimizer, max_iter=max_iter) if schedule is not None else None
         self.data_loader = data_loader
         self.sampler = sampler
         self.run_dir = Path(run_dir)
-        self.max_iter = int(max_iter)
-        self.checkpoint_period = int(checkpoint_period)
-        self.keep_checkpoints = int(keep_checkpoints)
-        self.eval_period = int(eval_period)
-        self.evaluate_fn = evaluate_fn
+        self.hooks = list(hooks)
         self.grad_clip_norm = float(grad_clip_norm or 0.0)
         self.amp_dtype = AMP_DTYPES[amp] if self.device.type == "cuda" else None
         if amp != "none" and self.device.type != "cuda":
             logger.warning("amp=%s needs CUDA; training in float32 on %s", amp, self.device)
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        self.skip_nonfinite = bool(skip_nonfinite)
-        self.max_nonfinite_skips = int(max_nonfinite_skips)
-        self.log_period = int(log_period)
-        self.checkpoint_extra = dict(checkpoint_extra or {})
+        self.loss_weights = LossWeights(loss_weights)
         self.find_unused_parameters = find_unused_parameters
-        self.progress_bar = progress_bar
-        self.tensorboard = tensorboard
+        self.checkpointer = Checkpointer(self.run_dir, keep=keep_checkpoints, extra=checkpoint_extra)
         self.iteration = 0
-        self.nonfinite_skips = 0
-        self._rng_to_restore: dict | None = None
-        self._last_saved_iter: int | None = None
+        self.last_step: StepInfo | None = None
+        self.metrics: dict = {}  # the final evaluation's results, filled by an evaluation hook
+        self.signal_received: int | None = None  # this process's first SIGTERM/SIGINT (set by SignalHook)
+        self.stop_signal: int | None = None  # the signal every rank agreed to stop on
 
-    # ----------------------------------------------------------------------------------------------- checkpoints
-    def _gathered_states(self) -> tuple[list, list | None]:
-        rng = du.all_gather_object(get_rng_state())
-        data = du.all_gather_object(self.sampler.state_dict()) if self.sampler is not None else None
-        return rng, data
+    @property
+    def max_iter(self) -> int:
+        """The run length in optimizer steps; fixed at construction (the scheduler was built from it)."""
+        return self._max_iter
 
-    def save(self) -> Path | None:
-        """Save a checkpoint of the current iteration (collective: every rank must call it; rank 0 writes).
-        Parameters that turned NaN/Inf (a finite loss can still have produced a non-finite gradient) are never
-        written over the last good checkpoint."""
-        bad = [n for n, p in unwrap_model(self.model).named_parameters() if not torch.isfinite(p).all()]
-        if du.any_across_ranks(bool(bad))[0]:
-            raise NonFiniteLossError(
-                f"Non-finite parameters at iteration {self.iteration} ({', '.join(bad[:5]) or 'on another rank'}); "
-                f"not saving. The last good checkpoint (iteration {self._last_saved_iter}) is kept."
-            )
-        rng, data = self._gathered_states()
-        path = None
-        if self.dist.is_main:
-            state = {
-                "model": unwrap_model(self.model).state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                "iteration": self.iteration,
-                "world_size": self.dist.world_size,
-                "rng": rng,
-                **self.checkpoint_extra,
-            }
-            if data is not None:
-                state["data"] = data
-            if self.grad_scaler is not None:
-                state["grad_scaler"] = self.grad_scaler.state_dict()
-            path = save_checkpoint(self.run_dir, state, iteration=self.iteration, keep=self.keep_checkpoints)
-            logger.info("Saved checkpoint %s", path)
-        self._last_saved_iter = self.iteration
-        du.barrier()
-        return path
+    def request_stop(self, signum: int) -> None:
+        """End the loop after this iteration's ``after_step`` hooks (collective: every rank must ask alike)."""
+        self.stop_signal = int(signum)
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+    def save(self) -> None:
+        """Save a checkpoint of the current iteration (collective: every rank must call it; rank 0 writes)."""
+        self.checkpointer.save(self)
 
     def resume_or_start(self, resume: bool = True) -> int:
-        """Load the newest complete checkpoint of the run directory when ``resume`` (a corrupt newest file falls back
-        to the previous one); with ``resume=False`` earlier checkpoints are moved aside. Returns the start iteration.
-        """
-        candidates = list_checkpoints(self.run_dir)
-        if not resume:
-            if candidates and self.dist.is_main:
-                aside = self.run_dir / f"checkpoints.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-                shutil.move(str(candidates[0].parent), str(aside))
-                logger.warning("resume=false: starting afresh; previous checkpoints moved to %s", aside)
-            du.barrier()
-            return 0
-        for path in candidates:
-            try:
-                ckpt = load_checkpoint(
-                    path, self.model, self.optimizer, self.scheduler, grad_scaler=self.grad_scaler,
-                    model_config=self.checkpoint_extra.get("model_config"),
-                )
-            except CheckpointReadError as exc:
-                logger.warning("Skipping unreadable checkpoint %s: %s", path, exc)
-                continue
-            self.iteration = int(ckpt["iteration"])
-            self._restore_states(ckpt)
-            self._last_saved_iter = self.iteration
-            logger.info("Resuming from %s at iteration %d", path, self.iteration)
-            return self.iteration
-        logger.info("No checkpoint in %s: starting from iteration 0", self.run_dir / "checkpoints")
-        return 0
-
-    def _restore_states(self, ckpt: dict) -> None:
-        rank, world = self.dist.rank, self.dist.world_size
-        saved_world = int(ckpt.get("world_size", 1))
-        if saved_world != world:
-            logger.warning(
-                "Checkpoint was written by %d processes, this run has %d: data order and random streams continue "
-                "from rank 0's state and will not match an uninterrupted run exactly", saved_world, world,
-            )
-        rng = ckpt.get("rng") or []
-        self._rng_to_restore = rng[rank] if rank < len(rng) else (rng[0] if rng else None)
-        data = ckpt.get("data")
-        if self.sampler is not None and data:
-            self.sampler.load_state_dict(data[rank] if rank < len(data) else data[0])
+        """Load the newest readable checkpoint of the run directory (``resume=False``: move old ones aside and
+        start afresh). Returns the iteration training continues from."""
+        return self.checkpointer.resume_or_start(self, resume)
 
     # ---------------------------------------------------------------------------------------------- training
+    def _call(self, event: str, *args) -> None:
+        for hook in self.hooks:
+            getattr(hook, event)(self, *args)
+
+    def _skip(self, losses: Mapping[str, float], grad_norm: float | None) -> bool:
+        # Ask every hook before deciding, never short-circuit: a hook's vote may be a collective call.
+        votes = [hook.skip_step(self, losses, grad_norm) for hook in self.hooks]
+        return any(votes)
+
     def _wrap(self) -> nn.Module:
         if not self.dist.distributed:
             return self.model
@@ -219,30 +173,8 @@ class Trainer:
             self.model, device_ids=ids, find_unused_parameters=self.find_unused_parameters
         )
 
-    def _check_finite(self, loss_values: dict[str, float], grad_norm: float | None) -> bool:
-        """True when the step must be skipped; raises NonFiniteLossError when the run must stop. Every rank
-        agrees (one small all-reduce), so ranks never skip or stop alone."""
-        bad = [k for k, v in loss_values.items() if not math.isfinite(v)]
-        if grad_norm is not None and not math.isfinite(grad_norm):
-            bad.append("grad_norm")
-        (any_bad,) = du.any_across_ranks(bool(bad))
-        if not any_bad:
-            return False
-        where = f"{', '.join(bad) or 'a loss term on another rank'} at iteration {self.iteration + 1}"
-        values = ", ".join(f"{k}={loss_values.get(k, grad_norm)}" for k in bad)
-        if self.skip_nonfinite and self.nonfinite_skips < self.max_nonfinite_skips:
-            self.nonfinite_skips += 1
-            logger.warning("Non-finite %s (%s): skipping the step (%d/%d skips allowed)", where, values,
-                           self.nonfinite_skips, self.max_nonfinite_skips)
-            return True
-        extra = (f" after {self.nonfinite_skips} skipped steps (train.max_nonfinite_skips)" if self.skip_nonfinite
-                 else "; set train.skip_nonfinite=true to skip such steps")
-        last = f"iteration {self._last_saved_iter}" if self._last_saved_iter is not None else "none yet"
-        raise NonFiniteLossError(
-            f"Non-finite loss: {where} ({values}); stopping{extra}. The last good checkpoint ({last}) is kept."
-        )
-
-    def _step(self, model: nn.Module, batch) -> tuple[dict[str, float], float | None, bool]:
+    def _step(self, model: nn.Module, batch) -> tuple[dict[str, float], float, float | None, bool]:
+        """One forward/backward/update: (unweighted loss values, weighted total, grad norm or None, stepped)."""
         images, targets = batch
         images, targets = _move_to(images, self.device), _move_to(targets, self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -251,13 +183,14 @@ class Trainer:
             raise TypeError(f"model(images, targets) must return a non-empty dict of loss tensors in train mode, got "
                             f"{type(loss_dict).__name__}")
         names = sorted(loss_dict)
+        # One device-to-host copy for all terms.
         stacked = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names])
         values = dict(zip(names, stacked.tolist()))
-        if self._check_finite(values, None):
-            self.optimizer.zero_grad(set_to_none=True)
-            return values, None, False
-        loss = sum(loss_dict[k] for k in names)
+        total = self.loss_weights.total(values)
         self.optimizer.zero_grad(set_to_none=True)
+        if self._skip(values, None):
+            return values, total, None, False
+        loss = self.loss_weights.total(loss_dict)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -268,117 +201,65 @@ class Trainer:
             params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm))
             # fp16 overflow is the scaler's business (it skips the step and lowers the scale).
-            if self.grad_scaler is None and self._check_finite({}, grad_norm):
+            if self.grad_scaler is None and self._skip({}, grad_norm):
                 self.optimizer.zero_grad(set_to_none=True)
-                return values, grad_norm, False
+                return values, total, grad_norm, False
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             self.optimizer.step()
-        return values, grad_norm, True
+        return values, total, grad_norm, True
+
+    def _next_batch(self, data_iter):
+        """(batch, iterator), restarting an exhausted loader; (None, iterator) when the loader died of a signal."""
+        try:
+            return next(data_iter), data_iter
+        except StopIteration:
+            data_iter = iter(self.data_loader)
+            return next(data_iter), data_iter
+        except Exception:
+            # Ctrl-C reaches DataLoader workers too, which then die: the loader's error is the signal's doing,
+            # and the state of the last finished iteration is still good to save.
+            if self.signal_received is None:
+                raise
+            return None, data_iter
 
     def train(self) -> TrainResult:
-        """Run from the current iteration to ``max_iter``; evaluate and write ``metrics.json`` at the end."""
+        """Run from the current iteration to ``max_iter`` (or until a hook requests a stop)."""
         start = self.iteration
-        metrics_logger = MetricsLogger(
-            run_dir=self.run_dir, max_iter=self.max_iter, start_iter=start, log_period=self.log_period,
-            enabled=self.dist.is_main, tensorboard=self.tensorboard, progress_bar=self.progress_bar,
-        )
         logger.info("Training iterations %d -> %d on %s, world size %d", start, self.max_iter, self.device,
                     self.dist.world_size)
         model = self._wrap()
         model.train()
         data_iter = iter(self.data_loader)
-        if self._rng_to_restore is not None:
-            set_rng_state(self._rng_to_restore)
-            self._rng_to_restore = None
-        total = Timer()
-        stop_now = False
         try:
-            with StopRequest() as stop:
-                while self.iteration < self.max_iter:
-                    t0 = time.perf_counter()
-                    try:
-                        batch = next(data_iter)
-                    except StopIteration:
-                        data_iter = iter(self.data_loader)
-                        batch = next(data_iter)
-                    except Exception:
-                        # Ctrl-C reaches DataLoader workers too, which then die: the loader's error is the
-                        # signal's doing, and the state of the last finished iteration is still good to save.
-                        if not stop.requested:
-                            raise
-                        stop_now = True
-                        break
-                    data_time = time.perf_counter() - t0
-                    values, grad_norm, stepped = self._step(model, batch)
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    if self.scheduler is not None:
-                        self.scheduler.step()
-                    self.iteration += 1
-                    scalars = {**values, "loss": sum(values.values()), "lr": lr, "data_time": data_time,
-                               "time": time.perf_counter() - t0, "memory_mb": max_memory_mb(self.device)}
-                    if grad_norm is not None:
-                        scalars["grad_norm"] = grad_norm
-                    metrics_logger.log_iteration(self.iteration, scalars)
-                    (stop_now,) = du.any_across_ranks(stop.requested)
-                    if stop_now:
-                        break
-                    if self.checkpoint_period and self.iteration % self.checkpoint_period == 0 \
-                            and self.iteration < self.max_iter:
-                        self.save()
-                    if self.eval_period and self.iteration % self.eval_period == 0 \
-                            and self.iteration < self.max_iter:
-                        self._evaluate(metrics_logger)
-                        model.train()
-                if stop_now:
-                    if self._last_saved_iter != self.iteration:
-                        self.save()
-                    logger.warning("Stopped by a signal at iteration %d; run the same command again to resume",
-                                   self.iteration)
-                    # Another rank may have received the signal; exit as terminated either way.
-                    return TrainResult(iteration=self.iteration, signum=stop.signum or 15)
-            if self._last_saved_iter != self.iteration:
-                self.save()
-            self._check_replicas_in_sync()
-            logger.info("Training took %s (%d iterations)", format_seconds(total.seconds()), self.iteration - start)
-            metrics = self._evaluate(metrics_logger)
-            self.write_metrics(metrics)
-            return TrainResult(iteration=self.iteration, metrics=metrics)
+            self._call("before_train")
+            self.checkpointer.restore_rng()
+            total = Timer()
+            while self.iteration < self.max_iter and self.stop_signal is None:
+                self._call("before_step")
+                t0 = time.perf_counter()
+                batch, data_iter = self._next_batch(data_iter)
+                if batch is None:
+                    self.request_stop(self.signal_received)
+                    break
+                data_time = time.perf_counter() - t0
+                lr = self.optimizer.param_groups[0]["lr"]
+                values, loss, grad_norm, stepped = self._step(model, batch)
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self.iteration += 1
+                self.last_step = StepInfo(losses=values, loss=loss, lr=lr, grad_norm=grad_norm, data_time=data_time,
+                                          time=time.perf_counter() - t0, stepped=stepped)
+                self._call("after_step")
+            if self.stop_signal is None:
+                logger.info("Training took %s (%d iterations)", format_seconds(total.seconds()),
+                            self.iteration - start)
+            self._call("after_train")
         finally:
-            metrics_logger.close()
+            self._call("close")
+        if self.stop_signal is not None:
+            return TrainResult(iteration=self.iteration, signum=self.stop_signal)
+        return TrainResult(iteration=self.iteration, metrics=self.metrics)
 
-    def _check_replicas_in_sync(self) -> None:
-        """Under DDP, compare a digest of every rank's parameters: replicas that drifted apart (e.g. a rank that
-        skipped a step alone) would make the saved rank-0 weights a lie about what was trained."""
-        if not self.dist.distributed:
-            return
-        digest = hashlib.sha256()
-        for p in unwrap_model(self.model).parameters():
-            digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        digests = du.all_gather_object(digest.hexdigest())
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"model parameters differ between ranks after training: digests {digests}")
-        logger.info("Parameters identical on all %d ranks (sha256 %s)", len(digests), digests[0][:16])
-
-    def _evaluate(self, metrics_logger: MetricsLogger) -> dict:
-        if self.evaluate_fn is None:
-            return {}
-        timer = Timer()
-        metrics = dict(self.evaluate_fn(unwrap_model(self.model)) or {})
-        metrics = du.broadcast_object(metrics)
-        logger.info("Evaluation at iteration %d took %s: %s", self.iteration, format_seconds(timer.seconds()),
-                    ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, (int, float))))
-        metrics_logger.log_metrics(self.iteration, metrics)
-        return metrics
-
-    def write_metrics(self, metrics: dict) -> Path | None:
-        """Write ``run_dir/metrics.json``: ``{"iteration": N, **metrics}`` (main process only)."""
-        if not self.dist.is_main:
-            return None
-        path = self.run_dir / "metrics.json"
-        payload = json.dumps({"iteration": self.iteration, **metrics}, indent=2, sort_keys=True) + "\n"
-        atomic_write(path, lambda f: f.write(payload.encode()))
-        logger.info("Wrote %s", path)
-        return path

@@ -1,10 +1,11 @@
-"""Box <-> regression-delta transform (the Faster R-CNN parametrisation)."""
+"""Box <-> regression-delta transform (the Faster R-CNN parametrisation) and the box regression loss."""
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 # Largest dw/dh before exp(): keeps exp() finite on untrained networks (log(1000 / 16), as everywhere).
 DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
@@ -66,3 +67,11 @@ class Box2BoxTransform:
         return decode_boxes(
             deltas, boxes, weights=self.weights, bbox_xform_clip=self.scale_clamp, image_size=image_size
         )
+
+
+def smooth_l1(input: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
+    """Summed smooth L1 (Huber / beta) of Tensor[N, 4] deltas; beta below 1e-5 is plain L1 (detectron2's cut-off:
+    F.smooth_l1_loss divides by beta)."""
+    if beta < 1e-5:
+        return (input - target).abs().sum()
+    return F.smooth_l1_loss(input, target, beta=beta, reduction="sum")

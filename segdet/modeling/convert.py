@@ -6,7 +6,6 @@ with ``torch.load(path, weights_only=True)``.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from collections.abc import Mapping
 
 import torch
@@ -80,14 +79,11 @@ def convert_torchvision_maskrcnn(state_dict: Mapping[str, torch.Tensor]) -> dict
 
 
 def torchvision_model_config() -> dict:
-    """The plain-dict model config (conf/model/maskrcnn_r50_fpn_torchvision.yaml) that the converted
-    weights belong to; ``segdet.modeling.build_model`` builds it."""
-    from omegaconf import OmegaConf
+    """The plain-dict model config (conf/model/maskrcnn_r50_fpn_torchvision.yaml, composed with the config it
+    starts from) that the converted weights belong to; ``segdet.modeling.build_model`` builds it."""
+    from segdet.config import compose_model_config
 
-    path = Path(__file__).resolve().parents[2] / "conf" / "model" / f"{TORCHVISION_MODEL_CONFIG}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"model config {path} not found (segdet must run from its checkout)")
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return compose_model_config(TORCHVISION_MODEL_CONFIG)
 
 
 def convert_checkpoint(source: str, src_path: str, dst_path: str, arch: str | None = None) -> dict:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from segdet.structures import boxes_to_rois
+
 
 def assign_boxes_to_levels(
     boxes: torch.Tensor,
@@ -32,12 +34,6 @@ def assign_boxes_to_levels(
     levels = torch.floor(canonical_level + torch.log2(sizes / canonical_box_size) + eps)
     levels = torch.clamp(levels, min=min_level, max=max_level)
     return (levels - min_level).to(torch.int64)
-
-
-def boxes_to_rois(boxes: Sequence[torch.Tensor]) -> torch.Tensor:
-    """list (per image) of Tensor[L_i, 4] -> Tensor[sum L_i, 5] (batch_idx, x1, y1, x2, y2)."""
-    idx = [torch.full((b.shape[0], 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
-    return torch.cat([torch.cat(idx, 0), torch.cat(list(boxes), 0)], dim=1)
 
 
 class ROIPooler(nn.Module):
@@ -95,7 +91,7 @@ class ROIPooler(nn.Module):
             raise ValueError(f"features has {len(features)} levels, the pooler expects {len(self.scales)}")
         if len(boxes) != features[0].shape[0]:
             raise ValueError(f"boxes must be a list of {features[0].shape[0]} Tensor[L, 4] (one per image), got {len(boxes)}")
-        rois = boxes_to_rois(boxes)
+        rois = boxes_to_rois(boxes, like=features[0])
         num_channels = features[0].shape[1]
         if len(self.scales) == 1:
             return roi_align(features[0], rois, self.output_size, self.scales[0], self.sampling_ratio, self.aligned)

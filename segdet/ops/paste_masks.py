@@ -15,7 +15,7 @@ def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int, threshold
     """Paste each S x S mask into its box of a height x width image and threshold it.
 
     Bit-identical to the reference pasting (torchvision's ``paste_masks_in_image`` followed by
-    ``> threshold``, and ``segdet.modeling.postprocessing.paste_masks_in_image``): the mask is
+    ``> threshold``, and ``segdet.ops._reference.paste_masks_reference``): the mask is
     padded with one zero pixel per side, its box grown by (S + 2) / S about the centre and
     truncated to integer pixels (edges inclusive), and the padded mask resized bilinearly
     (``F.interpolate(..., mode="bilinear", align_corners=False)``) into that box. Unlike the

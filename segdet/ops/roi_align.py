@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 import segdet  # noqa: F401  (loads segdet._C, which defines torch.ops.segdet.roi_align)
+from segdet.structures.boxes import boxes_to_rois
 
 __all__ = ["RoIAlign", "roi_align"]
 
@@ -44,14 +45,7 @@ def _boxes_to_rois(boxes: BoxesLike, input: Tensor) -> Tensor:
         raise TypeError(
             f"roi_align: boxes must be a Tensor[K, 5] or a list of Tensor[L, 4] (one per image), got {type(boxes)}"
         )
-    for i, b in enumerate(boxes):
-        if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
-            shape = tuple(b.shape) if isinstance(b, Tensor) else type(b)
-            raise ValueError(f"roi_align: boxes[{i}] must be a Tensor[L, 4] of (x1, y1, x2, y2), got {shape}")
-    if len(boxes) == 0:
-        return input.new_zeros((0, 5))
-    index = [torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)]
-    return torch.cat([torch.cat(index, dim=0), torch.cat(list(boxes), dim=0)], dim=1)
+    return boxes_to_rois(boxes, like=input, name="roi_align: boxes")
 
 
 def roi_align(

@@ -1,5 +1,5 @@
 """Data structures shared by the model: boxes, per-image instances and batched images."""
-from .boxes import box_area, box_iou, check_boxes, clip_boxes, nonempty_boxes, scale_boxes
+from .boxes import box_area, box_iou, boxes_to_rois, check_boxes, clip_boxes, min_side_mask, rescale_boxes
 from .image_list import ImageList
 from .instances import Instances
 
@@ -8,8 +8,9 @@ __all__ = [
     "Instances",
     "box_area",
     "box_iou",
+    "boxes_to_rois",
     "check_boxes",
     "clip_boxes",
-    "nonempty_boxes",
-    "scale_boxes",
+    "min_side_mask",
+    "rescale_boxes",
 ]

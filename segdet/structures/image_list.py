@@ -61,8 +61,6 @@ class ImageList:
         (so every FPN level down to stride ``size_divisibility`` has an integer size); 0 or 1 disables
         the rounding. Padding pixels are ``pad_value``.
         """
-        if isinstance(tensors, Tensor):
-            tensors = list(tensors) if tensors.dim() == 4 else [tensors]
         if len(tensors) == 0:
             raise ValueError("tensors must contain at least one image Tensor[C, H, W]")
         for i, t in enumerate(tensors):

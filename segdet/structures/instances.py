@@ -20,11 +20,20 @@ class Instances:
 
     Args:
         image_size: (height, width) in pixels of the image the boxes/masks refer to.
-        **fields: field name -> value with ``len(value) == number of instances``, e.g.
-            ``gt_boxes`` Tensor[M, 4] (x1, y1, x2, y2, absolute pixels), ``gt_labels`` int64 Tensor[M],
-            ``gt_masks`` Tensor[M, H, W], ``proposal_boxes``, ``objectness_logits``, ``pred_boxes``,
-            ``scores``, ``pred_classes``, ``pred_masks``. Values may be tensors or anything that supports
-            ``len`` and indexing (lists index only with ints, slices, bool/int64 tensors).
+        **fields: field name -> value with ``len(value) == number of instances``. The fields the model uses
+            (boxes are (x1, y1, x2, y2) absolute pixels of ``image_size`` unless said otherwise):
+
+            - ground truth (``MaskRCNN`` builds them from the targets): ``gt_boxes`` float Tensor[M, 4],
+              ``gt_classes`` int64 Tensor[M] in 1..K, ``gt_masks`` uint8/bool Tensor[M, Hm, Wm] at the input
+              image's resolution (which may differ from ``image_size``);
+            - RPN output: ``proposal_boxes`` Tensor[P, 4], ``objectness_logits`` Tensor[P];
+            - sampled RoIs (``label_and_sample_proposals``): ``proposal_boxes``, ``gt_classes`` (0 = background),
+              ``gt_boxes`` (the matched box) and ``gt_index`` int64 Tensor[R] (the matched row of ``gt_masks``);
+            - predictions: ``pred_boxes`` Tensor[D, 4], ``scores`` Tensor[D], ``pred_classes`` int64 Tensor[D]
+              in 1..K, ``pred_masks`` float Tensor[D, S, S] probabilities in box coordinates.
+
+            Values may be tensors or anything that supports ``len`` and indexing (lists index only with ints,
+            slices, bool/int64 tensors).
 
     Fields are read and written as attributes (``inst.gt_boxes``) or with ``get``/``set``.
     """

@@ -3,9 +3,10 @@ import os
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from segdet.data import build_dataset, build_from_config, build_test_loader, build_train_loader, build_transforms
+from segdet.data import DetectionData, build_dataset, build_test_loader, build_train_loader, build_transforms
 from segdet.data.shapes import annotation_file, ensure_shapes_dataset, image_dir
 
 CONF_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "conf", "data")
@@ -69,33 +70,42 @@ def test_test_loader_covers_every_image_once_across_ranks(shapes_root):
     assert seen == dataset.image_ids and len(seen) == 7
 
 
-def _data_config(name, **overrides):
+def _data(name, **overrides) -> DetectionData:
     cfg = OmegaConf.create({"data": OmegaConf.load(os.path.join(CONF_DIR, f"{name}.yaml"))})
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value)
-    return OmegaConf.to_container(cfg.data, resolve=True)
+    return instantiate(cfg.data, _convert_="all")
 
 
 def test_shapes_config_builds_train_and_val(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGDET_CACHE", str(tmp_path / "cache"))
-    data = _data_config("shapes", **{"data.generator.num_train": 8, "data.generator.num_val": 4,
-                                     "data.generator.image_size": 32, "data.num_workers": 0})
-    assert data["num_classes"] == 4 and data["root"].startswith(str(tmp_path / "cache") + "/shapes-")
-    train_set, train_loader = build_from_config(data, split="train", global_batch_size=2, seed=0)
+    data = _data("shapes", **{"data.generator.num_train": 8, "data.generator.num_val": 4,
+                              "data.generator.image_size": 32, "data.num_workers": 0})
+    assert data.num_classes == 4 and data.root.startswith(str(tmp_path / "cache") + "/shapes-")
+    train_set, train_loader = data.build("train", global_batch_size=2, seed=0)
     images, targets = next(iter(train_loader))
     assert len(images) == 2 and images[0].shape == (3, 32, 32)
-    assert train_set.num_classes == data["num_classes"]
-    val_set, val_loader = build_from_config(data, split="val")
+    assert train_set.num_classes == 4
+    val_set, val_loader = data.build("val")
     assert len(val_set) == 4 and sum(len(b[0]) for b in val_loader) == 4
     assert val_set.transforms is None  # outputs stay in annotation coordinates for evaluation
     with pytest.raises(ValueError, match="global_batch_size"):
-        build_from_config(data, split="train")
+        data.build("train")
+
+
+def test_num_classes_from_the_annotations_or_checked_against_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGDET_CACHE", str(tmp_path / "cache"))
+    small = {"data.generator.num_train": 2, "data.generator.num_val": 2, "data.generator.image_size": 32}
+    val_set, _ = _data("shapes", **small, **{"data.num_classes": None}).build("val")
+    assert val_set.num_classes == 4
+    with pytest.raises(ValueError, match=r"data.num_classes=5 but .*instances_val.json has 4 categories"):
+        _data("shapes", **small, **{"data.num_classes": 5}).build("val")
 
 
 def test_coco_config_points_to_the_standard_layout(tmp_path):
-    data = _data_config("coco", **{"data.root": str(tmp_path)})
-    assert data["num_classes"] == 80
-    assert data["train"]["ann_file"] == str(tmp_path / "annotations" / "instances_train2017.json")
-    assert data["val"]["img_dir"] == str(tmp_path / "val2017")
+    data = _data("coco", **{"data.root": str(tmp_path)})
+    assert data.num_classes is None  # taken from the annotation file's categories
+    assert data.splits["train"].ann_file == str(tmp_path / "annotations" / "instances_train2017.json")
+    assert data.splits["val"].img_dir == str(tmp_path / "val2017")
     with pytest.raises(FileNotFoundError, match="instances_val2017.json does not exist"):
-        build_from_config(data, split="val")
+        data.build("val")

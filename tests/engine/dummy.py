@@ -27,8 +27,10 @@ class DummyDetector(nn.Module):
         x = torch.stack([img.float() / 255.0 for img in images])
         feats = torch.relu(self.norm(self.conv(x))).mean(dim=(2, 3))
         if not self.training:
-            return [{"boxes": self.box(f[None]), "scores": torch.ones(1), "labels": torch.ones(1, dtype=torch.int64),
-                     "masks": torch.zeros(1, *img.shape[1:], dtype=torch.bool)} for f, img in zip(feats, images)]
+            # A fixed box inside the image (x1, y1, x2, y2) so overlays can be drawn.
+            return [{"boxes": torch.tensor([[1.0, 1.0, 8.0, 8.0]]), "scores": torch.ones(1),
+                     "labels": torch.ones(1, dtype=torch.int64),
+                     "masks": torch.zeros(1, *img.shape[1:], dtype=torch.bool)} for img in images]
         self.calls += 1
         if self.signal_at_call is not None and self.calls == self.signal_at_call:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -91,3 +93,25 @@ def make_loader(batch_size: int = 2, n: int = 16, seed: int = 0):
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
                                          num_workers=0)
     return loader, sampler
+
+
+def make_trainer(run_dir, *, max_iter=6, checkpoint_period=3, evaluate_fn=None, model_kwargs=None, schedule=None,
+                 model_cls=None, **kwargs):
+    """build_trainer over a DummyDetector (or ``model_cls(**model_kwargs)``) with SGD and a step schedule (warm-up
+    2, lr x0.1 at half-way)."""
+    import functools
+
+    from segdet.engine.defaults import build_trainer
+    from segdet.engine.lr_scheduler import build_lr_scheduler
+    from segdet.engine.optim import build_sgd
+    from segdet.engine.rng import seed_all
+
+    seed_all(0)
+    model = (model_cls or DummyDetector)(**(model_kwargs or {}))
+    optimizer = build_sgd(model, lr=0.05, momentum=0.9, weight_decay=1e-4)
+    if schedule is None:
+        schedule = functools.partial(build_lr_scheduler, policy="step", steps=(0.5,), warmup_iters=2)
+    data_loader, sampler = make_loader()
+    return build_trainer(model=model, optimizer=optimizer, schedule=schedule, data_loader=data_loader,
+                         sampler=sampler, run_dir=run_dir, max_iter=max_iter, checkpoint_period=checkpoint_period,
+                         log_period=1, evaluate_fn=evaluate_fn, progress_bar=False, tensorboard=False, **kwargs)

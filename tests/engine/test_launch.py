@@ -12,6 +12,16 @@ def test_split_train_options_rejects_unknown_keys():
         split_train_options({"max_iter": 10})
 
 
+def test_split_train_options_passes_hook_options_and_loss_weights():
+    _, options = split_train_options({"batch_size": 2, "max_iter": 5, "checkpoint_period": 2, "eval_period": 0,
+                                      "log_period": 1, "skip_nonfinite": True, "max_nonfinite_skips": 1,
+                                      "loss_weights": {"loss_mask": 2.0}})
+    assert options["loss_weights"] == {"loss_mask": 2.0} and options["checkpoint_period"] == 2
+    # Built objects are the script's business, never config keys.
+    with pytest.raises(ValueError, match=r"\['hooks', 'schedule'\]"):
+        split_train_options({"batch_size": 2, "max_iter": 5, "schedule": None, "hooks": []})
+
+
 def test_nonmain_rank_overrides(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     assert nonmain_rank_overrides([]) == []

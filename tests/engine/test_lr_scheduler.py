@@ -1,9 +1,10 @@
+import functools
 import io
 
 import pytest
 import torch
 
-from segdet.engine.lr_scheduler import WarmupLR, build_lr_scheduler
+from segdet.engine.lr_scheduler import WarmupLR, build_lr_scheduler, describe_max_iter_change
 
 
 def _lrs(sched, n):
@@ -68,3 +69,16 @@ def test_schedule_shape_comes_from_the_resuming_config():
     assert longer.last_epoch == 4 and longer.milestones == [50]
     lrs = _lrs(longer, 47)  # iterations 4..50
     assert lrs[-2] == 1.0 and lrs[-1] == pytest.approx(0.1)
+
+
+def test_describe_max_iter_change_names_what_moves():
+    step = functools.partial(build_lr_scheduler, policy="step", steps=(0.5,), warmup_iters=10)
+    new = step(_opt(2.0), max_iter=200)
+    text = describe_max_iter_change(step, new, old_max_iter=100, iteration=60)
+    # old: lr drop at 50, so 0.2 at iteration 60; new: drop at 100, still 2.0
+    assert text == ("step schedule stretched: lr drops moved from iterations [50] to [100]; "
+                    "lr at resume (iteration 60) 2, 0.2 under the old schedule")
+    constant = functools.partial(build_lr_scheduler, policy="constant", warmup_iters=0, warmup_factor=1.0)
+    text = describe_max_iter_change(constant, constant(_opt(), max_iter=30), old_max_iter=20, iteration=5)
+    assert text.startswith("constant schedule unchanged;")
+    assert "no lr schedule" in describe_max_iter_change(None, None, old_max_iter=20, iteration=5)

@@ -69,7 +69,7 @@ def test_mask_loss_uses_only_the_gt_class_channel():
 def test_heads_train_and_inference_shapes():
     torch.manual_seed(0)
     heads = _heads()
-    feats = [torch.randn(1, 8, 64 // s, 64 // s) for s in (4, 8, 16, 32, 64)]
+    feats = {f"p{i + 2}": torch.randn(1, 8, 64 // s, 64 // s) for i, s in enumerate((4, 8, 16, 32, 64))}
     props = [Instances((64, 64), proposal_boxes=torch.tensor([[0.0, 0, 20, 20], [30, 30, 60, 50], [5, 5, 25, 25]]))]
     masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
     masks[0, :20, :20] = 1

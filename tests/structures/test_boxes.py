@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from segdet.structures import box_area, box_iou, clip_boxes, nonempty_boxes, scale_boxes
+from segdet.structures import box_area, box_iou, boxes_to_rois, clip_boxes, min_side_mask, rescale_boxes
 
 
 def _random_boxes(n, seed, size=100.0):
@@ -63,16 +63,38 @@ def test_clip_boxes():
     assert boxes[0, 0] == -5.0  # input untouched
 
 
-def test_nonempty_boxes():
-    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 3.0, 0.5], [2.0, 2.0, 1.0, 5.0]])
-    assert nonempty_boxes(boxes).tolist() == [True, False, True, False]
-    assert nonempty_boxes(boxes, min_size=0.5).tolist() == [True, False, False, False]
+def test_min_side_mask_follows_torchvision_remove_small_boxes():
+    from torchvision.ops import remove_small_boxes
+
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 3.0, 0.5], [2.0, 2.0, 1.0, 5.0],
+                          [0.0, 0.0, 0.5, 0.5]])
+    for min_size in (0.0, 0.5, 1.0):
+        want = torch.zeros(len(boxes), dtype=torch.bool)
+        want[remove_small_boxes(boxes, min_size)] = True
+        assert torch.equal(min_side_mask(boxes, min_size), want), min_size
+    # a side exactly min_size long is kept, a zero-width box too when min_size is 0; an inverted one never
+    assert min_side_mask(boxes, 0.0).tolist() == [True, True, True, False, True]
+    assert min_side_mask(boxes, 0.5).tolist() == [True, False, True, False, True]
 
 
-def test_scale_boxes():
-    boxes = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
-    torch.testing.assert_close(scale_boxes(boxes, 2.0), torch.tensor([[2.0, 4.0, 6.0, 8.0]]))
-    torch.testing.assert_close(scale_boxes(boxes, 2.0, 0.5), torch.tensor([[2.0, 1.0, 6.0, 2.0]]))
+def test_rescale_boxes():
+    out = rescale_boxes(torch.tensor([[10.0, 20.0, 30.0, 40.0]]), (100, 200), (50, 400))
+    assert out.tolist() == [[20.0, 10.0, 60.0, 20.0]]
+    # the ratio is a float32 division (torchvision's), not a float64 one rounded to float32
+    ratio = torch.tensor(800.0) / torch.tensor(333.0)
+    assert rescale_boxes(torch.tensor([[1.0, 1.0, 1.0, 1.0]]), (333, 333), (800, 800))[0, 0] == ratio
+
+
+def test_boxes_to_rois():
+    a, b = torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([[5.0, 6.0, 7.0, 8.0], [0.0, 0.0, 1.0, 1.0]])
+    assert boxes_to_rois([a, b]).tolist() == [[0, 1, 2, 3, 4], [1, 5, 6, 7, 8], [1, 0, 0, 1, 1]]
+    assert boxes_to_rois([a[:0], b[:1]]).tolist() == [[1, 5, 6, 7, 8]]
+    like = torch.zeros(1, dtype=torch.float64)
+    assert boxes_to_rois([], like=like).shape == (0, 5) and boxes_to_rois([], like=like).dtype == torch.float64
+    with pytest.raises(ValueError, match=r"boxes\[1\] must be a Tensor\[L, 4\]"):
+        boxes_to_rois([a, torch.zeros(2, 5)])
+    with pytest.raises(TypeError, match="boxes must be a list"):
+        boxes_to_rois(a)
 
 
 @pytest.mark.parametrize(

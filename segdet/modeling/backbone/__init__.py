@@ -1,6 +1,6 @@
 """Backbones: ResNet/ResNeXt trunks, FPN and their normalisation layers."""
 from .fpn import FPN
-from .norm import FrozenBatchNorm2d, convert_frozen_batchnorm, get_norm
+from .norm import FrozenBatchNorm2d, get_norm
 from .resnet import ResNet
 from .resnet_fpn import ResNetFPNBackbone, build_resnet_fpn_backbone
 
@@ -10,6 +10,5 @@ __all__ = [
     "ResNet",
     "ResNetFPNBackbone",
     "build_resnet_fpn_backbone",
-    "convert_frozen_batchnorm",
     "get_norm",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FrozenBatchNorm2d", "conv_norm", "get_norm", "convert_frozen_batchnorm", "NORM_NAMES"]
+__all__ = ["FrozenBatchNorm2d", "conv_norm", "get_norm", "NORM_NAMES"]
 
 NORM_NAMES = ("FrozenBN", "BN", "SyncBN", "GN")
 
@@ -91,25 +91,3 @@ def get_norm(name: str | None, channels: int) -> nn.Module | None:
             raise ValueError(f"norm 'GN' uses 32 groups, so channels must be a multiple of 32, got {channels}")
         return nn.GroupNorm(32, channels)
     raise ValueError(f"norm must be one of {NORM_NAMES} or '' (none), got {name!r}")
-
-
-def convert_frozen_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d/SyncBatchNorm in ``module`` by a FrozenBatchNorm2d with the same statistics.
-
-    Returns the converted module (``module`` itself, changed in place, unless it is a batch norm).
-    """
-    if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
-        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
-        with torch.no_grad():
-            if module.affine:
-                frozen.weight.copy_(module.weight)
-                frozen.bias.copy_(module.bias)
-            if module.track_running_stats:
-                frozen.running_mean.copy_(module.running_mean)
-                frozen.running_var.copy_(module.running_var)
-        return frozen
-    for name, child in module.named_children():
-        new_child = convert_frozen_batchnorm(child)
-        if new_child is not child:
-            setattr(module, name, new_child)
-    return module

@@ -8,9 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segdet.structures import ImageList, Instances
-
-from ..postprocessing import rescale_boxes
+from segdet.structures import ImageList, Instances, rescale_boxes
 
 LOSS_KEYS = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask")
 
@@ -19,10 +17,10 @@ class MaskRCNN(nn.Module):
     """Mask R-CNN with a torchvision-style call: ``model(images, targets=None)``.
 
     Args:
-        backbone: image batch Tensor[B, 3, H, W] -> OrderedDict of FPN levels (finest first, e.g.
-            p2..p6) with an ``out_channels`` attribute.
-        rpn: an ``RPN`` (proposal generator) over all levels.
-        roi_heads: a ``StandardROIHeads`` (picks its own levels).
+        backbone: image batch Tensor[B, 3, H, W] -> OrderedDict level name -> Tensor (e.g. p2..p6), with
+            ``out_channels`` and ``strides`` (level name -> pixels) attributes.
+        rpn: an ``RPN`` (proposal generator); picks its levels by name (``in_features``).
+        roi_heads: a ``StandardROIHeads``; picks its levels by name.
         num_classes: foreground classes K; labels are 1..K, 0 is background.
         pixel_mean, pixel_std: per-channel RGB normalisation in [0, 1] units.
         min_size: shortest-edge target (pixels); a tuple is sampled per image in training
@@ -139,7 +137,7 @@ class MaskRCNN(nn.Module):
         """
         batch = self.preprocess(images)
         gt = self._gt_instances(targets, images, batch.image_sizes) if self.training else None
-        features = list(self.backbone(batch.tensor).values())
+        features = self.backbone(batch.tensor)
         proposals, rpn_losses = self.rpn(batch.tensor.shape[-2:], batch.image_sizes, features, gt)
         instances, roi_losses = self.roi_heads(features, proposals, gt)
         if self.training:
@@ -152,8 +150,7 @@ class MaskRCNN(nn.Module):
     def postprocess(self, instances: Sequence[Instances], original_sizes) -> list[dict]:
         """Per image ``Instances`` in resized-image pixels -> output dicts in input-image pixels.
 
-        Masks are pasted by segdet.ops.paste_masks, the compiled twin of
-        ``postprocessing.paste_masks_in_image`` (same pixels, one kernel for all detections).
+        Masks are pasted by segdet.ops.paste_masks (torchvision's pasting, one kernel for all detections).
         """
         from segdet.ops import paste_masks
 

@@ -4,16 +4,16 @@ The head only defines layers; labelling, losses and proposal selection are free 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segdet.structures import Instances, box_iou, clip_boxes
+from segdet.structures import Instances, box_iou, clip_boxes, min_side_mask
 
 from ..anchor_generator import AnchorGenerator
-from ..box_regression import Box2BoxTransform
+from ..box_regression import Box2BoxTransform, smooth_l1
 from ..matcher import Matcher
 from ..sampling import BalancedPositiveNegativeSampler
 
@@ -109,7 +109,7 @@ def find_top_rpn_proposals(
         boxes = box2box.apply_deltas(top_deltas[i], all_anchors[top_idx[i]])
         boxes = clip_boxes(boxes, image_size)
         scores = top_logits[i]
-        keep = ((boxes[:, 2] - boxes[:, 0]) >= min_box_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_box_size)
+        keep = min_side_mask(boxes, min_box_size)
         # Scores are thresholded as probabilities with >= (torchvision's convention; 0.0 keeps all).
         keep &= torch.sigmoid(scores) >= score_thresh
         boxes, scores, lvl = boxes[keep], scores[keep], levels[keep]
@@ -180,13 +180,6 @@ def rpn_losses(
     return {"loss_rpn_cls": loss_cls, "loss_rpn_box": loss_box}
 
 
-def smooth_l1(input: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
-    """Summed smooth L1 (Huber / beta); beta = 0 is plain L1."""
-    if beta < 1e-5:
-        return (input - target).abs().sum()
-    return F.smooth_l1_loss(input, target, beta=beta, reduction="sum")
-
-
 class RPN(nn.Module):
     """Region Proposal Network.
 
@@ -202,6 +195,8 @@ class RPN(nn.Module):
         min_box_size: proposals with a side shorter than this (pixels) are dropped.
         score_thresh: proposals with objectness probability below this are dropped.
         smooth_l1_beta: box loss beta (torchvision 1/9; 0 = L1).
+        in_features: names of the backbone levels the RPN runs on, finest first (e.g. p2..p6); None takes
+            the features as given.
     """
 
     def __init__(
@@ -218,6 +213,7 @@ class RPN(nn.Module):
         min_box_size: float = 1e-3,
         score_thresh: float = 0.0,
         smooth_l1_beta: float = 1.0 / 9,
+        in_features: Sequence[str] | None = None,
     ):
         super().__init__()
         if head.objectness_logits.out_channels != anchor_generator.num_anchors_per_location[0]:
@@ -236,19 +232,36 @@ class RPN(nn.Module):
         self.min_box_size = float(min_box_size)
         self.score_thresh = float(score_thresh)
         self.smooth_l1_beta = float(smooth_l1_beta)
+        self.in_features = None if in_features is None else [str(n) for n in in_features]
+
+    def select_features(self, features) -> list[torch.Tensor]:
+        """The levels the RPN runs on: ``in_features`` picked by name from a mapping, or a list taken as those
+        levels already in order."""
+        if isinstance(features, Mapping):
+            names = self.in_features if self.in_features is not None else list(features)
+            missing = [n for n in names if n not in features]
+            if missing:
+                raise ValueError(f"features lack the RPN's in_features {missing} (got levels {list(features)})")
+            return [features[n] for n in names]
+        features = list(features)
+        if self.in_features is not None and len(features) != len(self.in_features):
+            raise ValueError(f"features has {len(features)} levels, the RPN runs on {len(self.in_features)} "
+                             f"({self.in_features})")
+        return features
 
     def forward(self, image_tensor_hw, image_sizes, features, gt_instances=None):
         """
         Args:
             image_tensor_hw: (height, width) of the padded batch tensor.
             image_sizes: per image (height, width) of the resized, unpadded image.
-            features: per level Tensor[B, C, H_l, W_l] (stride order, e.g. p2..p6).
+            features: level name -> Tensor[B, C, H_l, W_l] (the backbone's output), or the list of the
+                ``in_features`` levels in their order.
             gt_instances: in training, per image ``Instances`` with ``gt_boxes`` Tensor[M, 4].
         Returns:
             (proposals: per image ``Instances`` with ``proposal_boxes`` Tensor[P, 4] x1y1x2y2 and
             ``objectness_logits`` Tensor[P]; losses: {"loss_rpn_cls", "loss_rpn_box"} in training, else {}).
         """
-        features = list(features)
+        features = self.select_features(features)
         anchors = self.anchor_generator(image_tensor_hw, [f.shape[-2:] for f in features], features[0].device)
         logits, deltas = flatten_level_outputs(*self.head(features))
         stage = 0 if self.training else 1

@@ -7,10 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segdet.structures import Instances
+from segdet.structures import Instances, min_side_mask
 
-from ..box_regression import Box2BoxTransform
-from ..proposal_generator.rpn import smooth_l1
+from ..box_regression import Box2BoxTransform, smooth_l1
 
 
 class FastRCNNPredictor(nn.Module):
@@ -97,7 +96,7 @@ def fast_rcnn_inference(
         scores = scores[:, 1:].reshape(-1)
         labels = torch.arange(1, num_classes + 1, device=scores.device).repeat(len(props))
         keep = scores > score_thresh
-        keep &= ((boxes[:, 2] - boxes[:, 0]) >= min_box_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_box_size)
+        keep &= min_side_mask(boxes, min_box_size)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = batched_nms(boxes, scores, labels, nms_thresh)[:topk_per_image]
         results.append(Instances(props.image_size, pred_boxes=boxes[keep], scores=scores[keep], pred_classes=labels[keep]))

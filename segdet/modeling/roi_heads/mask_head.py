@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segdet.structures import Instances
+from segdet.structures import Instances, rescale_boxes
 
 
 class MaskRCNNHead(nn.Module):
@@ -55,7 +55,8 @@ def mask_rcnn_targets(
 
     Args:
         proposals: per image, foreground proposals with ``proposal_boxes`` and ``gt_index`` int64
-            Tensor[P] (the matched row of that image's ``gt_masks``).
+            Tensor[P] (the matched row of that image's ``gt_masks``); at least one in all (``mask_rcnn_loss``
+            returns before asking for targets of no RoI).
         gt_masks: per image Tensor[M, Hm, Wm] (uint8/bool/float) GT masks.
     Returns:
         float Tensor[sum P, mask_size, mask_size] in [0, 1].
@@ -66,15 +67,11 @@ def mask_rcnn_targets(
     for p, masks in zip(proposals, gt_masks):
         if len(p) == 0:
             continue
-        h, w = p.image_size
-        sx, sy = masks.shape[-1] / w, masks.shape[-2] / h
-        boxes = p.proposal_boxes * p.proposal_boxes.new_tensor([sx, sy, sx, sy])
+        boxes = rescale_boxes(p.proposal_boxes, p.image_size, masks.shape[-2:])
         rois = torch.cat([p.gt_index[:, None].to(boxes.dtype), boxes], dim=1)
         # One source image per GT mask; the roi's batch index picks it, so no per-RoI mask copy.
         target = roi_align(masks[:, None].to(boxes.dtype), rois, (mask_size, mask_size), 1.0, 0, aligned)
         targets.append(target[:, 0])
-    if not targets:
-        return torch.zeros((0, mask_size, mask_size))
     return torch.cat(targets)
 
 

@@ -1,7 +1,7 @@
 """RoI heads: proposal sampling, the box branch and the mask branch of Mask R-CNN."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -75,7 +75,9 @@ class StandardROIHeads(nn.Module):
         matcher: proposal/GT matcher (0.5 / 0.5, no low-quality matches).
         sampler: RoIs per image for the box losses (512, 25 % foreground).
         box2box: delta parametrisation (weights (10, 10, 5, 5)).
-        box_in_features: indices of the feature levels pooled (e.g. [0, 1, 2, 3] = p2..p5).
+        box_in_features: names of the backbone levels the box branch pools from (e.g. p2..p5), one per
+            ``box_pooler`` scale.
+        mask_in_features: the same for the mask branch; None = ``box_in_features``.
         score_thresh, nms_thresh, detections_per_image: inference settings.
         smooth_l1_beta: box loss beta (torchvision 1/9; 0 = L1).
         add_gt_as_proposals: append the GT boxes to the proposals in training.
@@ -92,7 +94,8 @@ class StandardROIHeads(nn.Module):
         mask_pooler: ROIPooler | None = None,
         mask_head: MaskRCNNHead | None = None,
         box2box: Box2BoxTransform | None = None,
-        box_in_features: Sequence[int] = (0, 1, 2, 3),
+        box_in_features: Sequence[str] = ("p2", "p3", "p4", "p5"),
+        mask_in_features: Sequence[str] | None = None,
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         detections_per_image: int = 100,
@@ -110,17 +113,19 @@ class StandardROIHeads(nn.Module):
         self.matcher = matcher
         self.sampler = sampler
         self.box2box = box2box if box2box is not None else Box2BoxTransform((10.0, 10.0, 5.0, 5.0))
-        self.box_in_features = [int(i) for i in box_in_features]
+        self.box_in_features = [str(n) for n in box_in_features]
+        self.mask_in_features = self.box_in_features if mask_in_features is None else [str(n) for n in mask_in_features]
         self.score_thresh = float(score_thresh)
         self.nms_thresh = float(nms_thresh)
         self.detections_per_image = int(detections_per_image)
         self.smooth_l1_beta = float(smooth_l1_beta)
         self.add_gt_as_proposals = bool(add_gt_as_proposals)
 
-    def forward(self, features: Sequence[torch.Tensor], proposals: Sequence[Instances], gt_instances=None):
+    def forward(self, features: Mapping[str, torch.Tensor], proposals: Sequence[Instances], gt_instances=None):
         """
         Args:
-            features: per level Tensor[B, C, H_l, W_l] (all levels; ``box_in_features`` picks).
+            features: level name -> Tensor[B, C, H_l, W_l] (the backbone's output; ``box_in_features`` and
+                ``mask_in_features`` pick).
             proposals: per image ``Instances`` with ``proposal_boxes`` (resized-image pixels).
             gt_instances: training only, per image ``gt_boxes``, ``gt_classes`` and ``gt_masks``
                 Tensor[M, Hm, Wm] (any resolution of the same image).
@@ -130,7 +135,13 @@ class StandardROIHeads(nn.Module):
             ``pred_classes`` Tensor[D] in 1..K and ``pred_masks`` Tensor[D, S, S] probabilities in box
             coordinates, {}).
         """
-        features = [features[i] for i in self.box_in_features]
+        if not isinstance(features, Mapping):
+            raise TypeError(f"features must map level names to Tensors (the backbone output), got {type(features).__name__}")
+        missing = [n for n in dict.fromkeys(self.box_in_features + self.mask_in_features) if n not in features]
+        if missing:
+            raise ValueError(f"features lack the RoI heads' levels {missing} (got levels {list(features)})")
+        box_features = [features[n] for n in self.box_in_features]
+        mask_features = [features[n] for n in self.mask_in_features]
         if self.training:
             if gt_instances is None:
                 raise ValueError("roi heads need gt_instances in training mode")
@@ -138,15 +149,15 @@ class StandardROIHeads(nn.Module):
                 proposals, gt_instances, matcher=self.matcher, sampler=self.sampler,
                 add_gt_as_proposals=self.add_gt_as_proposals,
             )
-        box_features = self.box_head(self.box_pooler(features, [p.proposal_boxes for p in proposals]))
-        class_logits, box_deltas = self.box_predictor(box_features)
+        pooled = self.box_head(self.box_pooler(box_features, [p.proposal_boxes for p in proposals]))
+        class_logits, box_deltas = self.box_predictor(pooled)
         if self.training:
             losses = fast_rcnn_losses(
                 class_logits, box_deltas, proposals, box2box=self.box2box, smooth_l1_beta=self.smooth_l1_beta
             )
             if self.mask_head is not None:
                 fg = [p[p.gt_classes > 0] for p in proposals]
-                mask_logits = self.mask_head(self.mask_pooler(features, [p.proposal_boxes for p in fg]))
+                mask_logits = self.mask_head(self.mask_pooler(mask_features, [p.proposal_boxes for p in fg]))
                 losses["loss_mask"] = mask_rcnn_loss(
                     mask_logits, fg, [g.gt_masks for g in gt_instances], aligned=self.mask_pooler.aligned
                 )
@@ -156,6 +167,6 @@ class StandardROIHeads(nn.Module):
             nms_thresh=self.nms_thresh, topk_per_image=self.detections_per_image,
         )
         if self.mask_head is not None:
-            mask_logits = self.mask_head(self.mask_pooler(features, [i.pred_boxes for i in instances]))
+            mask_logits = self.mask_head(self.mask_pooler(mask_features, [i.pred_boxes for i in instances]))
             mask_rcnn_inference(mask_logits, instances)
         return instances, {}
