@@ -20,7 +20,8 @@ def run(cfg: DictConfig) -> dict:
 
     from segdet.config import check_config, resolve_num_classes
     from segdet.engine import distributed as du
-    from segdet.engine.checkpoint import atomic_write, find_last_checkpoint, load_checkpoint, read_checkpoint
+    from segdet.engine.checkpoint import (atomic_write, load_checkpoint, model_config_to_build, read_checkpoint,
+                                         resolve_checkpoint)
     from segdet.engine.evaluation import inference_on_dataset, json_safe_metrics, write_overlays
     from segdet.utils.amp import check_amp, resolve_amp
     from segdet.engine.launch import configure_rank_logging
@@ -30,23 +31,9 @@ def run(cfg: DictConfig) -> dict:
     check_config(cfg, "eval")
     check_amp(cfg.amp, key="amp")
     data = instantiate(cfg.data, _convert_="all")
-    path = Path(cfg.checkpoint)
-    if path.is_dir():
-        found = find_last_checkpoint(path)
-        if found is None:
-            raise FileNotFoundError(
-                f"checkpoint={path} is a directory without checkpoints (looked in {path}/checkpoints)"
-            )
-        path = found
+    path = resolve_checkpoint(cfg.checkpoint)
     ckpt = read_checkpoint(path)
-    explicit_model = "_target_" in cfg.model
-    if explicit_model:
-        model_config = OmegaConf.to_container(cfg.model, resolve=True)
-    elif isinstance(ckpt.get("model_config"), dict):
-        model_config = ckpt["model_config"]  # build_model reads the layouts of older checkpoints too
-    else:
-        raise ValueError(f"checkpoint {path} stores no model config dict ({ckpt.get('model_config')!r}); "
-                         "choose one with model=NAME")
+    model_config, explicit_model = model_config_to_build(ckpt, cfg.model, path)
     dist = du.init_distributed(cfg.device)
     configure_rank_logging(dist.rank)
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent

@@ -105,7 +105,9 @@ from segdet.config import ConfigKeyError, check_config  # noqa: E402
     ("eval", ["checkpoint=x.pt", "+data.val.ann=x"], r"'data.val.ann': segdet.data.SplitFiles takes ann_file, img_dir"),
     ("eval", ["checkpoint=x.pt", "+model.depth=5"], r"'model.depth'"),
     ("predict", ["checkpoint=x.pt", "input=y", "+score_treshold=0.2"], r"'score_treshold'"),
-    ("predict", ["checkpoint=x.pt", "input=y", "+model.backbone.dept=5"], r"'model.backbone.dept'"),
+    ("predict", ["checkpoint=x.pt", "input=y", "model=maskrcnn_small", "+model.backbone.dept=5"],
+     r"'model.backbone.dept'"),
+    ("predict", ["checkpoint=x.pt", "input=y", "+recursiv=true"], r"'recursiv'.*did you mean 'recursive'"),
 ])
 def test_unknown_key_is_named(name, overrides, match):
     cfg = _compose(name, overrides)
@@ -116,7 +118,7 @@ def test_unknown_key_is_named(name, overrides, match):
 @pytest.mark.parametrize("name, overrides", [
     ("train", []), ("train", ["experiment=coco_r50_fpn_1x"]), ("train", ["experiment=smoke", "data=coco"]),
     ("eval", ["checkpoint=x.pt"]), ("eval", ["checkpoint=x.pt", "model=maskrcnn_r50_fpn_torchvision"]),
-    ("predict", ["checkpoint=x.pt", "input=y"]),
+    ("predict", ["checkpoint=x.pt", "input=y"]), ("predict", ["checkpoint=x.pt", "input=y", "model=maskrcnn_small"]),
 ] + [("train", [f"model={m}"]) for m in _options("model")] + [("train", [f"optim={o}"]) for o in _options("optim")]
   + [("train", [f"schedule={s}"]) for s in _options("schedule")])
 def test_shipped_configs_pass_the_check(name, overrides):

@@ -246,3 +246,44 @@ def load_checkpoint(
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"{name} state in checkpoint {path} does not fit: {exc}") from exc
     return ckpt
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike, *, argument: str = "checkpoint") -> Path:
+    """The checkpoint file a ``checkpoint=`` argument names: a file as given, a run directory's newest complete
+    checkpoint (``run_dir/checkpoints/model_*.pt``). Errors name the argument and what was looked at."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        found = find_last_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(
+                f"{argument}={path} is a directory without checkpoints (looked in {checkpoint_dir(path)})"
+            )
+        return found
+    if not path.is_file():
+        raise FileNotFoundError(f"{argument}={path}: checkpoint file not found (expected a .pt file or a run "
+                                "directory)")
+    return path
+
+
+def model_config_to_build(ckpt: Mapping, cfg_model, path: str | os.PathLike, *,
+                          num_classes: int | None = None) -> tuple[dict, bool]:
+    """(plain-dict, resolved model config, chosen explicitly): ``cfg_model`` when it names a model (has
+    ``_target_``), with ``num_classes`` set before resolving when given (the heads reach it by interpolation), else
+    the config stored in checkpoint ``ckpt`` (read from ``path``). A converted checkpoint that only names its config
+    needs ``model=NAME``; the error says so."""
+    if cfg_model is not None and "_target_" in cfg_model:
+        import copy
+
+        from omegaconf import DictConfig, OmegaConf, open_dict
+
+        # A copy keeps the node's place in its config, so interpolations into the rest of it (eval's
+        # ${data.num_classes}) still resolve, and the caller's config is left as it was.
+        node = copy.deepcopy(cfg_model) if isinstance(cfg_model, DictConfig) else OmegaConf.create(dict(cfg_model))
+        if num_classes is not None:
+            with open_dict(node):
+                node.num_classes = int(num_classes)
+        return OmegaConf.to_container(node, resolve=True), True
+    saved = ckpt.get("model_config")
+    if isinstance(saved, Mapping):
+        return dict(saved), False
+    raise ValueError(f"checkpoint {path} stores no model config dict ({saved!r}); choose one with model=NAME")

@@ -26,6 +26,8 @@ def inference_on_dataset(
     in input-image coordinates, moved to the CPU before they are handed over. The model's train/eval mode is
     restored afterwards.
     """
+    from segdet.evaluation.coco_results import deferred_mask_pasting
+
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -33,7 +35,9 @@ def inference_on_dataset(
     try:
         for images, targets in data_loader:
             images = [img.to(device, non_blocking=True) for img in images]
-            with autocast(device, amp_dtype):
+            # An evaluator that pastes masks itself, box by box, gets them unpasted: no D x H x W bool masks.
+            with autocast(device, amp_dtype), \
+                    deferred_mask_pasting(model, enabled=getattr(evaluator, "accepts_deferred_masks", False)):
                 outputs = model(images)
             outputs = [{k: v.to("cpu") if isinstance(v, torch.Tensor) else v for k, v in out.items()}
                        for out in outputs]

@@ -7,13 +7,14 @@ import io
 import logging
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..data.coco import load_coco_json
+from .coco_results import encode_mask_results, to_coco_results
+
+__all__ = ["METRIC_NAMES", "COCOEvaluator", "encode_mask_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,26 +32,6 @@ def _load_gt(gt: str | COCO) -> COCO:
     return coco
 
 
-def _to_numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def encode_mask_results(masks) -> list[dict]:
-    """Compressed RLEs (counts as str, json-ready) of bool/uint8 masks [D, H, W] (or [D, 1, H, W]; float masks
-    are thresholded at 0.5)."""
-    masks = _to_numpy(masks)
-    if masks.ndim == 4:
-        masks = masks[:, 0]
-    if masks.ndim != 3:
-        raise ValueError(f"masks must have shape [D, H, W] or [D, 1, H, W], got {list(masks.shape)}")
-    if masks.dtype.kind == "f":
-        masks = masks > 0.5
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
-
-
 class COCOEvaluator:
     """Accumulates detections per image and computes COCO AP (x 100) for boxes and masks.
 
@@ -60,6 +41,9 @@ class COCOEvaluator:
         iou_types: subset of ("bbox", "segm").
     Only processed images are evaluated, so a subset of the ground truth can be evaluated on its own.
     """
+
+    # inference_on_dataset may hand over unpasted masks ("mask_probs"): process() pastes them box by box.
+    accepts_deferred_masks = True
 
     def __init__(self, gt: str | COCO, label_to_category_id: Mapping[int, int], *,
                  iou_types: Sequence[str] = ("bbox", "segm")):
@@ -79,7 +63,9 @@ class COCOEvaluator:
         """Adds model outputs of a batch, in input-image (= annotation) coordinates.
 
         outputs[i]: {"boxes": Tensor[D, 4] (x1, y1, x2, y2) absolute pixels, "scores": Tensor[D], "labels": int64
-        Tensor[D] in 1..K, "masks" (needed for "segm"): bool Tensor[D, H, W]} for image ``image_ids[i]``.
+        Tensor[D] in 1..K} for image ``image_ids[i]``, plus (needed for "segm") either "masks" bool Tensor[D, H, W]
+        or the deferred "mask_probs" / "image_size" / "mask_threshold" of ``MaskRCNN.mask_output = "deferred"``,
+        which are pasted box by box (``coco_results.to_coco_results``).
         """
         if len(image_ids) != len(outputs):
             raise ValueError(f"got {len(image_ids)} image_ids but {len(outputs)} outputs")
@@ -88,33 +74,8 @@ class COCOEvaluator:
             if image_id not in self.coco_gt.imgs:
                 raise ValueError(f"image_id {image_id} is not in the ground truth")
             self._image_ids.append(image_id)
-            boxes = _to_numpy(out["boxes"]).astype(np.float64).reshape(-1, 4)
-            scores = _to_numpy(out["scores"]).astype(np.float64).reshape(-1)
-            labels = _to_numpy(out["labels"]).astype(np.int64).reshape(-1)
-            if not len(boxes) == len(scores) == len(labels):
-                raise ValueError(
-                    f"image {image_id}: boxes [{len(boxes)}, 4], scores [{len(scores)}] and labels [{len(labels)}] "
-                    "must agree in length"
-                )
-            if not len(boxes):
-                continue
-            try:
-                category_ids = [self.label_to_category_id[int(label)] for label in labels]
-            except KeyError as exc:
-                raise ValueError(f"image {image_id}: label {exc.args[0]} has no category id") from exc
-            rles = None
-            if "segm" in self.iou_types and out.get("masks") is not None:
-                rles = encode_mask_results(out["masks"])
-                if len(rles) != len(boxes):
-                    raise ValueError(f"image {image_id}: {len(rles)} masks for {len(boxes)} boxes")
-            xywh = boxes.copy()
-            xywh[:, 2:] -= xywh[:, :2]
-            for k in range(len(boxes)):
-                result = {"image_id": image_id, "category_id": category_ids[k], "bbox": xywh[k].tolist(),
-                          "score": float(scores[k])}
-                if rles is not None:
-                    result["segmentation"] = rles[k]
-                self._results.append(result)
+            self._results.extend(to_coco_results(out, image_id, self.label_to_category_id,
+                                                 with_masks="segm" in self.iou_types))
 
     def evaluate(self) -> dict[str, float]:
         """{"bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/APl", "segm/AP", ...} in percent,

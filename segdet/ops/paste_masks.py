@@ -58,3 +58,35 @@ def _check_args(masks, boxes, height, width, threshold) -> None:
 def _paste_masks_fake(masks, boxes, height, width, threshold):
     _C.check_paste_masks_args(masks, boxes, height, width)
     return masks.new_empty((masks.shape[0], height, width), dtype=torch.bool)
+
+
+def paste_masks_crops(masks: Tensor, boxes: Tensor, height: int, width: int,
+                      threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+    """``paste_masks`` without the full image: each detection's pasted mask cut to its box.
+
+    Crop i holds exactly the pixels ``paste_masks(masks, boxes, height, width, threshold)[i]`` has inside the
+    part of detection i's paste box (the grown, integer box) that lies in the image; outside that part the
+    full-image mask is all False. Memory is the sum of the clipped box areas instead of D x height x width.
+
+    Args: as ``paste_masks``.
+
+    Returns:
+        (crops, regions): ``crops`` bool Tensor[N], the D crops one after another, each row-major;
+        ``regions`` int64 Tensor[D, 4] (x, y, w, h): crop i covers image columns x .. x + w - 1 and rows
+        y .. y + h - 1 and starts at ``crops`` offset sum(w_j * h_j for j < i). A detection whose box misses
+        the image (or is invalid) has region (0, 0, 0, 0) and no pixels. Both on masks' device.
+    """
+    _check_args(masks, boxes, height, width, threshold)
+    return torch.ops.segdet.paste_masks_crops.default(masks, boxes, int(height), int(width), float(threshold))
+
+
+@torch.library.register_fake("segdet::paste_masks_crops")
+def _paste_masks_crops_fake(masks, boxes, height, width, threshold):
+    torch._check(masks.dim() == 3 and masks.shape[1] == masks.shape[2], lambda: "masks must be [D, S, S]")
+    torch._check(boxes.dim() == 2 and boxes.shape[1] == 4, lambda: "boxes must be [D, 4]")
+    torch._check(masks.shape[0] == boxes.shape[0], lambda: "masks and boxes must have the same D")
+    torch._check(height >= 0 and width >= 0, lambda: "height and width must be >= 0")
+    # The crops' total size depends on the box values.
+    total = torch.library.get_ctx().new_dynamic_size()
+    return (masks.new_empty((total,), dtype=torch.bool),
+            masks.new_empty((masks.shape[0], 4), dtype=torch.int64))

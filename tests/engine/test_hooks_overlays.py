@@ -14,7 +14,7 @@ def test_draws_the_first_images_after_training(tmp_path):
     trainer.train()
     paths = sorted((tmp_path / "overlays").glob("*.png"))
     assert [p.name for p in paths] == ["0.png", "1.png"]
-    assert Image.open(paths[0]).size == (16, 16)
+    assert Image.open(paths[0]).size == (512, 512)  # the 16 px images drawn upscaled (visualize.MIN_SIDE)
     assert trainer.model.training  # drawing left the model as it found it
 
 

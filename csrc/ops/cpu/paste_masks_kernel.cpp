@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "ops/paste_masks.h"
@@ -98,21 +99,28 @@ SEGDET_ALWAYS_INLINE void column_taps_impl(const Job& job, int64_t padded_size, 
   }
 }
 
-// One image row y of one detection: interpolate columns [xa, xb), zero the rest.
+// Columns [xa, xb) of image row y of one detection, written to box_row[0 .. xb - xa).
 template <bool kFused, typename T>
-SEGDET_ALWAYS_INLINE void paste_row_impl(const Job& job, int64_t y, const T* padded, int64_t padded_size,
-                                         const pm::Taps<T>* taps, T threshold, int64_t width, bool* out) {
+SEGDET_ALWAYS_INLINE void paste_box_row_impl(const Job& job, int64_t y, const T* padded, int64_t padded_size,
+                                             const pm::Taps<T>* taps, T threshold, bool* box_row) {
   const T scale = static_cast<T>(padded_size) / static_cast<T>(job.out_h);
   const pm::Taps<T> ty = pm::linear_taps<kFused, T>(scale, y - job.y1, padded_size, job.out_h);
   const T* row0 = padded + ty.i0 * padded_size;
   const T* row1 = padded + ty.i1 * padded_size;
-  std::memset(out, 0, job.xa);
   for (int64_t x = job.xa; x < job.xb; ++x) {
     const pm::Taps<T>& tx = taps[x - job.xa];
     const T v = pm::bilinear_cpu_order<kFused, T>(row0[tx.i0], row0[tx.i1], row1[tx.i0], row1[tx.i1], ty, tx,
                                                   job.four_tap);
-    out[x] = v > threshold;
+    box_row[x - job.xa] = v > threshold;
   }
+}
+
+// One image row y of one detection: interpolate columns [xa, xb), zero the rest.
+template <bool kFused, typename T>
+SEGDET_ALWAYS_INLINE void paste_row_impl(const Job& job, int64_t y, const T* padded, int64_t padded_size,
+                                         const pm::Taps<T>* taps, T threshold, int64_t width, bool* out) {
+  std::memset(out, 0, job.xa);
+  paste_box_row_impl<kFused, T>(job, y, padded, padded_size, taps, threshold, out + job.xa);
   std::memset(out + job.xb, 0, width - job.xb);
 }
 
@@ -139,6 +147,34 @@ void paste_row_plain(const Job& job, int64_t y, const T* padded, int64_t padded_
 }
 
 template <typename T>
+SEGDET_FMA_TARGET void paste_box_row_fused(const Job& job, int64_t y, const T* padded, int64_t padded_size,
+                                           const pm::Taps<T>* taps, T threshold, bool* box_row) {
+  paste_box_row_impl<true, T>(job, y, padded, padded_size, taps, threshold, box_row);
+}
+
+template <typename T>
+void paste_box_row_plain(const Job& job, int64_t y, const T* padded, int64_t padded_size, const pm::Taps<T>* taps,
+                         T threshold, bool* box_row) {
+  paste_box_row_impl<false, T>(job, y, padded, padded_size, taps, threshold, box_row);
+}
+
+// Column taps of every non-empty job, in parallel over the jobs.
+template <typename T>
+std::vector<pm::Taps<T>> all_column_taps(const std::vector<Job>& jobs, int64_t num_taps, int64_t padded_size) {
+  const bool fused = aten_upsample_uses_fma();
+  std::vector<pm::Taps<T>> taps(static_cast<size_t>(num_taps));
+  at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (!jobs[i].empty()) {
+        pm::Taps<T>* t = taps.data() + jobs[i].taps_offset;
+        fused ? column_taps_fused<T>(jobs[i], padded_size, t) : column_taps_plain<T>(jobs[i], padded_size, t);
+      }
+    }
+  });
+  return taps;
+}
+
+template <typename T>
 void paste_all(const std::vector<Job>& jobs, int64_t num_taps, const at::Tensor& padded, double threshold,
                int64_t height, int64_t width, at::Tensor& out) {
   const bool fused = aten_upsample_uses_fma();
@@ -149,15 +185,7 @@ void paste_all(const std::vector<Job>& jobs, int64_t num_taps, const at::Tensor&
   const T thr = static_cast<T>(threshold);
   bool* out_data = out.mutable_data_ptr<bool>();
 
-  std::vector<pm::Taps<T>> taps(static_cast<size_t>(num_taps));
-  at::parallel_for(0, num, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      if (!jobs[i].empty()) {
-        pm::Taps<T>* t = taps.data() + jobs[i].taps_offset;
-        fused ? column_taps_fused<T>(jobs[i], padded_size, t) : column_taps_plain<T>(jobs[i], padded_size, t);
-      }
-    }
-  });
+  const std::vector<pm::Taps<T>> taps = all_column_taps<T>(jobs, num_taps, padded_size);
 
   // A grain of ~64 KiB of output keeps the per-task overhead small next to the memsets.
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(width, 1));
@@ -203,10 +231,90 @@ at::Tensor paste_masks_cpu(const at::Tensor& masks, const at::Tensor& boxes, int
   return out;
 }
 
+// paste_masks_crops: the same pixels as paste_masks, but only the part of each detection's box inside the image
+// is written, as a row-major crop; the crops lie one after another in one flat bool buffer.
+template <typename T>
+void paste_crops(const std::vector<Job>& jobs, int64_t num_taps, const at::Tensor& padded, double threshold,
+                 const std::vector<int64_t>& data_offsets, const std::vector<int64_t>& row_offsets, at::Tensor& data) {
+  const bool fused = aten_upsample_uses_fma();
+  const int64_t padded_size = padded.size(1);
+  const T* padded_data = padded.const_data_ptr<T>();
+  const T thr = static_cast<T>(threshold);
+  bool* out = data.mutable_data_ptr<bool>();
+  const std::vector<pm::Taps<T>> taps = all_column_taps<T>(jobs, num_taps, padded_size);
+  const int64_t total_rows = row_offsets.back();
+  const int64_t max_width = std::max<int64_t>(1, data.numel() / std::max<int64_t>(total_rows, 1));
+  const int64_t grain = std::max<int64_t>(1, 65536 / max_width);
+  // Work is split over all crop rows of all detections, so one huge box does not serialise the paste.
+  at::parallel_for(0, total_rows, grain, [&](int64_t begin, int64_t end) {
+    // The job owning row `begin`: the last one whose first row is <= begin.
+    int64_t i = std::upper_bound(row_offsets.begin(), row_offsets.end(), begin) - row_offsets.begin() - 1;
+    for (int64_t r = begin; r < end; ++r) {
+      while (r >= row_offsets[i + 1]) {
+        ++i;
+      }
+      const Job& job = jobs[i];
+      const int64_t y = job.ya + (r - row_offsets[i]);
+      bool* row = out + data_offsets[i] + (y - job.ya) * (job.xb - job.xa);
+      const T* mask = padded_data + i * padded_size * padded_size;
+      const pm::Taps<T>* t = taps.data() + job.taps_offset;
+      fused ? paste_box_row_fused<T>(job, y, mask, padded_size, t, thr, row)
+            : paste_box_row_plain<T>(job, y, mask, padded_size, t, thr, row);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> paste_masks_crops_cpu(const at::Tensor& masks, const at::Tensor& boxes,
+                                                         int64_t height, int64_t width, double threshold) {
+  detail::check_paste_masks_args(masks, boxes, height, width);
+  TORCH_CHECK(masks.device().is_cpu(), "paste_masks_crops: CPU kernel got masks on ", masks.device());
+
+  const int64_t num = masks.size(0);
+  auto regions = at::zeros({num, 4}, masks.options().dtype(at::kLong));
+  if (num == 0) {
+    return {at::empty({0}, masks.options().dtype(at::kBool)), regions};
+  }
+  const int64_t size = masks.size(1);
+  const auto box_data = boxes.contiguous();
+  int64_t num_taps = 0;
+  std::vector<Job> jobs;
+  AT_DISPATCH_FLOATING_TYPES(box_data.scalar_type(), "paste_masks_crops_cpu_boxes", [&] {
+    jobs = plan_jobs<scalar_t>(box_data, size, height, width, &num_taps);
+  });
+  // Crop i covers image columns [xa, xb) and rows [ya, yb); an empty one is (0, 0, 0, 0).
+  std::vector<int64_t> data_offsets(num + 1, 0);
+  std::vector<int64_t> row_offsets(num + 1, 0);
+  int64_t* reg = regions.mutable_data_ptr<int64_t>();
+  for (int64_t i = 0; i < num; ++i) {
+    const Job& job = jobs[i];
+    const bool empty = job.empty();
+    const int64_t w = empty ? 0 : job.xb - job.xa;
+    const int64_t h = empty ? 0 : job.yb - job.ya;
+    if (!empty) {
+      reg[4 * i] = job.xa;
+      reg[4 * i + 1] = job.ya;
+      reg[4 * i + 2] = w;
+      reg[4 * i + 3] = h;
+    }
+    data_offsets[i + 1] = data_offsets[i] + w * h;
+    row_offsets[i + 1] = row_offsets[i] + h;
+  }
+  auto data = at::empty({data_offsets.back()}, masks.options().dtype(at::kBool));
+  if (data.numel() == 0) {
+    return {data, regions};
+  }
+  auto padded = at::constant_pad_nd(masks, {1, 1, 1, 1}, 0).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(padded.scalar_type(), "paste_masks_crops_cpu", [&] {
+    paste_crops<scalar_t>(jobs, num_taps, padded, threshold, data_offsets, row_offsets, data);
+  });
+  return {data, regions};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(segdet, CPU, m) {
   m.impl("paste_masks", &paste_masks_cpu);
+  m.impl("paste_masks_crops", &paste_masks_crops_cpu);
 }
 
 }  // namespace segdet::ops

@@ -55,6 +55,10 @@ class MaskRCNN(nn.Module):
         self.max_size = int(max_size)
         self.size_divisibility = int(size_divisibility)
         self.mask_threshold = float(mask_threshold)
+        # Inference masks: "image" pastes them into bool [D, H, W] ("masks"); "deferred" leaves them as the RoI
+        # probabilities ("mask_probs") for a consumer that pastes box by box (segdet.evaluation.coco_results),
+        # so D x H x W never exists. Set by segdet.evaluation.coco_results.deferred_mask_pasting.
+        self.mask_output = "image"
 
     @property
     def device(self) -> torch.device:
@@ -126,7 +130,10 @@ class MaskRCNN(nn.Module):
         Returns:
             training: {"loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask"}: scalar Tensors.
             inference: per image {"boxes": Tensor[D, 4] x1y1x2y2 input pixels, "scores": Tensor[D],
-            "labels": int64 Tensor[D] in 1..K, "masks": bool Tensor[D, H_i, W_i]}, best first.
+            "labels": int64 Tensor[D] in 1..K, "masks": bool Tensor[D, H_i, W_i]}, best first. With
+            ``mask_output = "deferred"`` "masks" is replaced by "mask_probs" (float Tensor[D, S, S], the predicted
+            class's RoI mask), "image_size" (H_i, W_i) and "mask_threshold", which paste_masks(mask_probs, boxes,
+            H_i, W_i, mask_threshold) turns into the same "masks".
         """
         batch = self.preprocess(images)
         gt = self._gt_instances(targets, images, batch.image_sizes) if self.training else None
@@ -150,6 +157,11 @@ class MaskRCNN(nn.Module):
         results = []
         for inst, size in zip(instances, original_sizes):
             boxes = rescale_boxes(inst.pred_boxes, inst.image_size, size)
+            if self.mask_output == "deferred":
+                results.append({"boxes": boxes, "scores": inst.scores, "labels": inst.pred_classes,
+                                "mask_probs": inst.pred_masks.float(), "image_size": (int(size[0]), int(size[1])),
+                                "mask_threshold": self.mask_threshold})
+                continue
             masks = paste_masks(inst.pred_masks.float(), boxes.float(), int(size[0]), int(size[1]), self.mask_threshold)
             results.append({"boxes": boxes, "scores": inst.scores, "labels": inst.pred_classes, "masks": masks})
         return results
