@@ -41,7 +41,7 @@ def main(cfg: DictConfig) -> int:
                 device=cfg.device, score_threshold=cfg.score_threshold, class_names=class_names,
                 recursive=cfg.recursive, batch_size=cfg.batch_size, num_workers=cfg.num_workers, strict=cfg.strict,
                 overlays=cfg.overlays, overlay_grid=cfg.overlay_grid, overlay_grid_size=cfg.overlay_grid_size,
-                progress=cfg.progress)
+                progress=cfg.progress, amp=cfg.amp)
     except PredictionInterrupted as exc:
         logger.warning("%s", exc)
         sys.exit(exc.exit_code)

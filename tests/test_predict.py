@@ -502,3 +502,20 @@ def test_progress_bar_on_a_terminal_and_default_batch_size(capsys, monkeypatch):
     assert "3/4" in err and "<" in err  # tqdm's "elapsed<remaining" ETA
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     assert _Progress(4, 0, "auto").mode == "plain"
+
+
+def test_predict_under_bf16_autocast_matches_float32_and_checks_the_key(small_checkpoint, image_dir, tmp_path):
+    """amp=bf16 runs the model under CPU autocast; the detections are those of float32 up to bf16 rounding
+    of the network (same images, boxes within a few pixels for the strongest detections)."""
+    ref = predict(cfg_model=None, checkpoint=small_checkpoint, input=image_dir / "000139.jpg",
+                  output=tmp_path / "f32", score_threshold=0.0, overlays=False)
+    low = predict(cfg_model=None, checkpoint=small_checkpoint, input=image_dir / "000139.jpg",
+                  output=tmp_path / "bf16", score_threshold=0.0, overlays=False, amp="bf16")
+    assert len(ref) > 0 and len(low) > 0
+    assert all(isinstance(r["score"], float) for r in low)
+    header = json.loads((tmp_path / "bf16" / "predictions.jsonl").read_text().splitlines()[0])
+    assert header["settings"]["amp"] == "bf16"  # a float32 journal is not resumed under bf16, nor the reverse
+    best_ref, best_low = max(ref, key=lambda r: r["score"]), max(low, key=lambda r: r["score"])
+    assert best_low["score"] == pytest.approx(best_ref["score"], abs=0.05)
+    with pytest.raises(ValueError, match="amp"):
+        predict(cfg_model=None, checkpoint=small_checkpoint, input=image_dir, output=tmp_path / "bad", amp="half")

@@ -30,6 +30,7 @@ from segdet.evaluation.coco_results import (
     iter_mask_crops,
     to_coco_results,
 )
+from segdet.utils.amp import autocast, check_amp, resolve_amp
 
 logger = logging.getLogger(__name__)
 
@@ -439,6 +440,7 @@ def predict_files(
     overlay_grid_size: int = 16,
     progress: str = "auto",
     run_settings: Mapping | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> list[dict]:
     """Run ``model`` (eval mode, MaskRCNN call convention) over the image files and write the outputs.
 
@@ -458,7 +460,8 @@ def predict_files(
 
     An unreadable file is skipped with a warning naming it; ``strict`` stops at the first instead (ValueError,
     after writing what was done). SIGINT/SIGTERM stop after the current batch: PredictionInterrupted. Masks are
-    pasted box by box (``deferred_mask_pasting``), so D x H x W masks never exist. Returns the COCO results list.
+    pasted box by box (``deferred_mask_pasting``), so D x H x W masks never exist. ``amp_dtype``: run the model
+    under torch.autocast with that dtype (boxes and scores still come back float32). Returns the COCO results list.
     """
     from segdet.utils.visualize import draw_instances
 
@@ -502,7 +505,8 @@ def predict_files(
         try:
             for batch in loader:
                 good = [(i, img) for i, img, _ in batch if img is not None]
-                outputs = model([img.to(device) for _, img in good]) if good else []
+                with autocast(device, amp_dtype):
+                    outputs = model([img.to(device) for _, img in good]) if good else []
                 records = {}
                 for (i, image), out in zip(good, outputs):
                     out = _select(out, out["scores"] >= score_threshold)
@@ -636,6 +640,7 @@ def predict(
     overlay_grid: bool = False,
     overlay_grid_size: int = 16,
     progress: str = "auto",
+    amp: str = "none",
 ) -> list[dict]:
     """Everything ``scripts/predict.py`` does: list the inputs, load the model, predict, write results
     (``predict_files``). ``cfg_model`` None (or without ``_target_``): the model config stored in the checkpoint.
@@ -653,6 +658,7 @@ def predict(
         raise ValueError("overlay_grid=true draws the contact sheet from the overlays: it needs overlays=true")
     if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_amp(amp, key="amp")
     paths = list_images(input, recursive=bool(recursive))  # before the (slow) model build: a wrong path fails at once
     model, info = load_model(cfg_model, checkpoint, device)
     names = resolve_class_names(class_names, info, int(model.num_classes))
@@ -663,9 +669,10 @@ def predict(
         num_workers = min(4, max(1, (os.cpu_count() or 2) // 2))
     # What makes the journal's lines valid for a rerun: the same weights, model and category ids.
     run_settings = {"checkpoint": os.path.abspath(info["checkpoint_path"]), "model": info["model_config"],
-                    "label_to_category_id": {str(k): v for k, v in (mapping or {}).items()}}
+                    "label_to_category_id": {str(k): v for k, v in (mapping or {}).items()}, "amp": amp}
     return predict_files(model, paths, output, device=device, score_threshold=float(score_threshold),
                          class_names=names, label_to_category_id=mapping, write_overlays=bool(overlays),
                          batch_size=batch_size, num_workers=int(num_workers), strict=bool(strict),
                          overlay_grid=bool(overlay_grid), overlay_grid_size=int(overlay_grid_size),
-                         progress=progress, run_settings=run_settings)
+                         progress=progress, run_settings=run_settings,
+                         amp_dtype=resolve_amp(amp, device, key="amp"))
