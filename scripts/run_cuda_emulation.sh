@@ -17,7 +17,7 @@ if [[ ! -L .venv ]]; then
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 PY="$PWD/.venv/bin/python"
-BUILD=build/emu
+BUILD=${SEGDET_EMU_BUILD_DIR:-build/emu}
 mkdir -p "$BUILD"
 
 echo "--- build (g++ -DSEGDET_EMULATION -fsanitize=address,undefined) into $BUILD"

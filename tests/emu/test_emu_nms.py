@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from _cases import case_id, cpu_test_module, sweep
-from conftest import emulated, record
+from _harness import emulated, record
 
 T = cpu_test_module("test_nms")
 make_boxes = T.make_boxes

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from _cases import case_id, cpu_test_module, sweep
-from conftest import emulated, record
+from _harness import emulated, record
 
 T = cpu_test_module("test_paste_masks")
 make_inputs = T.make_inputs

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from _cases import case_id, cpu_test_module, sweep
-from conftest import emulated, record
+from _harness import emulated, record
 
 T = cpu_test_module("test_roi_align")
 make_case = T.make_case
