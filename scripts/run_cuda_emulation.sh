@@ -45,7 +45,7 @@ set +e
 LD_PRELOAD="$PRELOAD" ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
   SEGDET_EMU_LIB="$PWD/$BUILD/libsegdet_emu.so" SEGDET_EMU_SUMMARY="$SUMMARY" PYTHONPATH="$PWD" \
-  "$PY" -m pytest tests/emu -q -p no:cacheprovider "$@" > "$BUILD/pytest.log" 2>&1
+  PYTHONUNBUFFERED=1 "$PY" -m pytest tests/emu -q -p no:cacheprovider --capture=sys "$@" > "$BUILD/pytest.log" 2>&1
 rc=$?
 set -e
 tail -n 1 "$BUILD/pytest.log"
