@@ -228,7 +228,11 @@ def test_build_files_forbid_contraction(monkeypatch):
     assert "-ffp-contract=off" in ext.extra_compile_args["cxx"]
     cmake = open(os.path.join(ROOT, "CMakeLists.txt")).read()
     assert re.search(r"add_compile_options\([^)]*-ffp-contract=off[^)]*-fmad=false", cmake)
-    if torch.version.cuda is not None and setup.find_cuda_home() is not None:
+    cuda_home = setup.find_cuda_home()
+    if torch.version.cuda is not None and cuda_home is not None:
+        # get_extensions() exports both when unset; monkeypatch restores them after the test.
+        monkeypatch.setenv("CUDA_HOME", cuda_home)
+        monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
         monkeypatch.setenv("FORCE_CUDA", "1")
         (ext,) = setup.get_extensions()
         assert "-fmad=false" in ext.extra_compile_args["nvcc"]
