@@ -155,9 +155,11 @@ at::Tensor roi_align_backward_deterministic(const at::Tensor& grad, const at::Te
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward_deterministic_cuda", [&] {
     // The CPU's RoI order (per image, stably by first y tap) as a stable sort of one int64 key.
     at::Tensor key = at::empty({num_rois}, long_options);
+    at::Tensor window = at::empty({num_rois, 4}, long_options.dtype(at::kInt));
     const auto key_kernel = &kern::roi_align_order_key_kernel<scalar_t>;
     SEGDET_LAUNCH(key_kernel, grid_for(num_rois), kern::kThreads, stream, num_rois,
-                  s.rois.const_data_ptr<scalar_t>(), s.p, key.mutable_data_ptr<int64_t>());
+                  s.rois.const_data_ptr<scalar_t>(), s.p, key.mutable_data_ptr<int64_t>(),
+                  window.mutable_data_ptr<int32_t>());
     segdet::cuda::check_launch();
     const auto [sorted_key, order] = at::sort(key, /*stable=*/true, /*dim=*/0, /*descending=*/false);
     const at::Tensor boundaries = at::arange(batch_size + 1, long_options) * (height + 1);
@@ -168,7 +170,8 @@ at::Tensor roi_align_backward_deterministic(const at::Tensor& grad, const at::Te
                                : &kern::roi_align_backward_gather_kernel<scalar_t, false>;
     SEGDET_LAUNCH(kernel, grid_for(total), kern::kThreads, stream, total, s.grad.const_data_ptr<scalar_t>(),
                   s.rois.const_data_ptr<scalar_t>(), order_c.const_data_ptr<int64_t>(),
-                  image_begin.const_data_ptr<int64_t>(), s.p, s.grad_input.mutable_data_ptr<scalar_t>());
+                  image_begin.const_data_ptr<int64_t>(), window.const_data_ptr<int32_t>(), s.p,
+                  s.grad_input.mutable_data_ptr<scalar_t>());
     segdet::cuda::check_launch();
   });
   return s.grad_input;

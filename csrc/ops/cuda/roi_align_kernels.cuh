@@ -163,35 +163,61 @@ __global__ void roi_align_backward_kernel(int64_t total, const T* __restrict__ g
 // its pixel (those within one pixel of it), which leaves the sum unchanged because the others add
 // nothing to this element.
 
-// Sort key of RoI k: images in order, then the CPU's "top" (the lo pixel of the first y tap of the
-// RoI, H when it has none); RoIs with an invalid batch index go past every image.
+// Pixels [lo, hi] that the taps of one RoI read along one axis (lo > hi: none), and the lo pixel of
+// its first tap (the CPU's sort key along y).
+template <typename T>
+SEGDET_DEVICE void axis_window(const math::Axis<T>& axis, int64_t pooled, int64_t size, int32_t& lo, int32_t& hi,
+                               int64_t& first_lo) {
+  lo = 1;
+  hi = 0;
+  first_lo = -1;
+  for (int64_t p = 0; p < pooled; ++p) {
+    int64_t first, last;
+    math::sample_range(axis, p, size, first, last);
+    for (int64_t i = first; i <= last; ++i) {
+      math::Tap<T> tap;
+      if (!math::make_tap(math::sample_coord(axis, p, i), static_cast<int>(size), tap)) {
+        continue;
+      }
+      if (first_lo < 0) {
+        first_lo = tap.lo;
+        lo = tap.lo;
+        hi = tap.hi;
+      }
+      lo = tap.lo < lo ? tap.lo : lo;
+      hi = tap.hi > hi ? tap.hi : hi;
+    }
+  }
+}
+
+// Per RoI k: its sort key, key[k] = images in order, then the CPU's "top" (the lo pixel of the first
+// y tap of the RoI, H when it has none), RoIs with an invalid batch index past every image; and the
+// pixel window its taps read, window[4k .. 4k + 3] = (y_lo, y_hi, x_lo, x_hi), empty (lo > hi) when
+// it reads nothing. The window lets the gather skip, with four compares, RoIs that cannot touch a
+// pixel.
 template <typename T>
 __global__ void roi_align_order_key_kernel(int64_t num_rois, const T* __restrict__ rois, Params p,
-                                           int64_t* __restrict__ key) {
+                                           int64_t* __restrict__ key, int32_t* __restrict__ window) {
   const int64_t H = p.g.H;
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < num_rois;
        k += int64_t(blockDim.x) * gridDim.x) {
     int64_t batch = 0;
     math::Axis<T> ay, ax;
+    int32_t* win = window + 4 * k;
     if (!roi_axes<T, T>(rois, k, p, batch, ay, ax)) {
       const T b = rois[k * 5];
       // Valid batch, no samples: it contributes nothing, any place in its image will do.
       key[k] = (b >= T(0) && b < static_cast<T>(p.g.N)) ? batch * (H + 1) + H : p.g.N * (H + 1);
+      win[0] = 1;
+      win[1] = 0;
+      win[2] = 1;
+      win[3] = 0;
       continue;
     }
-    int64_t top = H;
-    for (int64_t ph = 0; ph < p.g.PH && top == H; ++ph) {
-      int64_t first, last;
-      math::sample_range(ay, ph, H, first, last);
-      for (int64_t iy = first; iy <= last; ++iy) {
-        math::Tap<T> ty;
-        if (math::make_tap(math::sample_coord(ay, ph, iy), static_cast<int>(H), ty)) {
-          top = ty.lo;
-          break;
-        }
-      }
-    }
-    key[k] = batch * (H + 1) + top;
+    int64_t top, unused;
+    axis_window(ay, p.g.PH, H, win[0], win[1], top);
+    axis_window(ax, p.g.PW, p.g.W, win[2], win[3], unused);
+    key[k] = batch * (H + 1) + (top < 0 ? H : top);
   }
 }
 
@@ -209,11 +235,12 @@ SEGDET_DEVICE void samples_near(const math::Axis<T>& axis, int64_t p, int64_t si
 
 // grad_input [N, C, H, W] (every element written) from grad [K, C, PH, PW]. `order` lists the RoIs
 // sorted by roi_align_order_key_kernel's key; those of image n are order[image_begin[n] ..
-// image_begin[n + 1]).
+// image_begin[n + 1]); `window` is that kernel's per-RoI pixel window.
 template <typename T, bool nhwc>
 __global__ void roi_align_backward_gather_kernel(int64_t total, const T* __restrict__ grad,
                                                  const T* __restrict__ rois, const int64_t* __restrict__ order,
-                                                 const int64_t* __restrict__ image_begin, Params p,
+                                                 const int64_t* __restrict__ image_begin,
+                                                 const int32_t* __restrict__ window, Params p,
                                                  T* __restrict__ grad_input) {
   using math::mul_rn;
   const Geometry& g = p.g;
@@ -235,6 +262,10 @@ __global__ void roi_align_backward_gather_kernel(int64_t total, const T* __restr
     T acc = 0;
     for (int64_t s = image_begin[n]; s < image_begin[n + 1]; ++s) {
       const int64_t k = order[s];
+      const int32_t* win = window + 4 * k;
+      if (y < win[0] || y > win[1] || x < win[2] || x > win[3]) {
+        continue;
+      }
       int64_t batch;
       math::Axis<T> ay, ax;
       if (!roi_axes<T, T>(rois, k, p, batch, ay, ax)) {
