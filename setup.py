@@ -100,12 +100,22 @@ def get_extensions():
     if with_cuda and torch.version.cuda is None:
         sys.exit("segdet: CUDA kernels requested but the installed torch is a CPU-only build.")
 
+    # csrc/tests (host unit tests, PTX probes) and csrc/emu (the emulated build's own sources) are
+    # not part of segdet._C.
+    excluded = tuple(os.path.join("csrc", d) + os.sep for d in ("tests", "emu"))
     sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
-    sources = [s for s in sources if not s.startswith(os.path.join("csrc", "tests"))]
+    sources = [s for s in sources if not s.startswith(excluded)]
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
+    cuda_sources = [s for s in cuda_sources if not s.startswith(excluded)]
 
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx = opt + ["-fopenmp", "-std=c++20", "-fvisibility=hidden"]
+    # No floating-point contraction, on either side: the CPU and CUDA kernels share their math
+    # (csrc/ops/*_math.h) and must round every step alike, so float32 results are bit-identical
+    # across devices (and match torchvision's per-op rounding). The kernels also spell the
+    # rounding out (rounding_math.h); these flags keep any expression they missed honest too.
+    # GCC contracts a * b + c into an FMA under -ffp-contract=fast (its GNU-mode default) on any
+    # FMA-capable target (e.g. a target("avx2,fma") clone); nvcc does so unless -fmad=false.
+    cxx = opt + ["-fopenmp", "-std=c++20", "-fvisibility=hidden", "-ffp-contract=off"]
     if not debug:
         cxx.append("-DNDEBUG")
     extra = {"cxx": cxx}
@@ -119,7 +129,7 @@ def get_extensions():
         include_dirs += nvidia_wheel_include_dirs()
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCH_LIST
-        extra["nvcc"] = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"] + (
+        extra["nvcc"] = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo", "-fmad=false"] + (
             [] if debug else ["-DNDEBUG"]
         )
     return [

@@ -10,7 +10,8 @@ flock 9
 # ninja (and cmake helpers) from the venv when the system has none.
 export PATH="$PWD/.venv/bin:$PATH"
 export FORCE_CUDA=1
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"8.0;9.0"}
+# +PTX on the last entry: newer GPUs JIT the PTX instead of failing with "no kernel image".
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"8.0;9.0+PTX"}
 export MAX_JOBS=${MAX_JOBS:-2}
 echo "[cuda-build] FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST"
 .venv/bin/python setup.py -q build_ext --build-temp build/cuda-temp --build-lib build/cuda-lib

@@ -25,9 +25,17 @@
 #include <cstdint>
 
 #include "macros.h"
+#include "ops/rounding_math.h"
 
 namespace segdet {
 namespace roi_align_math {
+
+// Every step is rounded on its own (no fused multiply-add), on the device as on the CPU: a sample
+// exactly at -1 or at the map size must not flip between zero and full weight between backends.
+using rounding::add_rn;
+using rounding::div_rn;
+using rounding::mul_rn;
+using rounding::sub_rn;
 
 // Boxes wider than kMaxGrid * pooled feature pixels get fewer samples than ceil(bin size).
 constexpr int64_t kMaxGrid = int64_t(1) << 30;
@@ -61,9 +69,9 @@ template <typename T>
 SEGDET_HOST_DEVICE bool make_axis(T lo_edge, T hi_edge, T spatial_scale, int64_t pooled, int64_t sampling_ratio,
                                   bool aligned, Axis<T>& axis) {
   const T offset = aligned ? T(0.5) : T(0);
-  const T start = lo_edge * spatial_scale - offset;
-  const T end = hi_edge * spatial_scale - offset;
-  T size = end - start;
+  const T start = sub_rn(mul_rn(lo_edge, spatial_scale), offset);
+  const T end = sub_rn(mul_rn(hi_edge, spatial_scale), offset);
+  T size = sub_rn(end, start);
   axis.start = start;
   axis.bin_size = T(0);
   axis.grid = 0;
@@ -73,12 +81,12 @@ SEGDET_HOST_DEVICE bool make_axis(T lo_edge, T hi_edge, T spatial_scale, int64_t
   if (!aligned && size < T(1)) {
     size = T(1);
   }
-  axis.bin_size = size / static_cast<T>(pooled);
+  axis.bin_size = div_rn(size, static_cast<T>(pooled));
   if (sampling_ratio > 0) {
     axis.grid = sampling_ratio;
   } else {
     // torchvision: ceil(roi_size / pooled) in T, so an empty or inverted aligned box has no samples.
-    const T g = ceil(size / static_cast<T>(pooled));
+    const T g = ceil(div_rn(size, static_cast<T>(pooled)));
     axis.grid = g <= T(0) ? 0 : (g >= static_cast<T>(kMaxGrid) ? kMaxGrid : static_cast<int64_t>(g));
   }
   return true;
@@ -87,19 +95,18 @@ SEGDET_HOST_DEVICE bool make_axis(T lo_edge, T hi_edge, T spatial_scale, int64_t
 // Continuous coordinate of sample i of bin p, with torchvision's float expression.
 template <typename T>
 SEGDET_HOST_DEVICE T sample_coord(const Axis<T>& axis, int64_t p, int64_t i) {
-  return axis.start + static_cast<T>(p) * axis.bin_size +
-         (static_cast<T>(i) + T(0.5)) * axis.bin_size / static_cast<T>(axis.grid);
+  return add_rn(add_rn(axis.start, mul_rn(static_cast<T>(p), axis.bin_size)),
+                div_rn(mul_rn(add_rn(static_cast<T>(i), T(0.5)), axis.bin_size), static_cast<T>(axis.grid)));
 }
 
-// Inclusive range [first, last] of sample indices of bin p that may land in [-1, size];
-// samples outside it certainly contribute nothing. The bounds are estimated in double and
-// widened by more than the rounding error of sample_coord in T (a few ulps of the bin's
-// coordinates, i.e. about grid * 1e-7 steps for float), and each visited sample is still tested
-// by make_tap, so the set of contributing samples is torchvision's while the loop length is
-// bounded by the map size, not by the (possibly huge) grid.
-// first > last when no sample can contribute.
+// Inclusive range [first, last] of sample indices of bin p that may land in [lo, hi]; samples
+// outside it certainly do not. The bounds are estimated in double and widened by more than the
+// rounding error of sample_coord in T (a few ulps of the bin's coordinates, i.e. about
+// grid * 1e-7 steps for float); callers still test each visited sample exactly. first > last when
+// no sample can land there.
 template <typename T>
-SEGDET_HOST_DEVICE void sample_range(const Axis<T>& axis, int64_t p, int64_t size, int64_t& first, int64_t& last) {
+SEGDET_HOST_DEVICE void sample_range_in(const Axis<T>& axis, int64_t p, double lo, double hi, int64_t& first,
+                                        int64_t& last) {
   first = 0;
   last = axis.grid - 1;
   if (axis.grid <= 2 || axis.bin_size == T(0)) {
@@ -107,35 +114,85 @@ SEGDET_HOST_DEVICE void sample_range(const Axis<T>& axis, int64_t p, int64_t siz
   }
   const double step = static_cast<double>(axis.bin_size) / static_cast<double>(axis.grid);
   const double bin_start = static_cast<double>(axis.start) + static_cast<double>(p) * static_cast<double>(axis.bin_size);
-  // Sample i sits at bin_start + (i + 0.5) * step; solve for the i that reach -1 and size.
-  double a = (-1.0 - bin_start) / step - 0.5;
-  double b = (static_cast<double>(size) - bin_start) / step - 0.5;
+  // Sample i sits at bin_start + (i + 0.5) * step; solve for the i that reach lo and hi.
+  double a = (lo - bin_start) / step - 0.5;
+  double b = (hi - bin_start) / step - 0.5;
   if (a > b) {
     const double t = a;
     a = b;
     b = t;
   }
   const double margin = 2.0 + 1e-6 * static_cast<double>(axis.grid);
-  const double lo = floor(a) - margin;
-  const double hi = ceil(b) + margin;
-  if (hi < 0.0 || lo > static_cast<double>(axis.grid - 1)) {
+  const double i_lo = floor(a) - margin;
+  const double i_hi = ceil(b) + margin;
+  if (i_hi < 0.0 || i_lo > static_cast<double>(axis.grid - 1)) {
     first = 0;
     last = -1;
     return;
   }
-  if (lo > 0.0) {
-    first = static_cast<int64_t>(lo);
+  if (i_lo > 0.0) {
+    first = static_cast<int64_t>(i_lo);
   }
-  if (hi < static_cast<double>(axis.grid - 1)) {
-    last = static_cast<int64_t>(hi);
+  if (i_hi < static_cast<double>(axis.grid - 1)) {
+    last = static_cast<int64_t>(i_hi);
+  }
+}
+
+// The samples of bin p that may land in [-1, size], the only ones make_tap can accept: the loop
+// length is then bounded by the map size, not by the (possibly huge) grid, while the set of
+// contributing samples stays torchvision's.
+template <typename T>
+SEGDET_HOST_DEVICE void sample_range(const Axis<T>& axis, int64_t p, int64_t size, int64_t& first, int64_t& last) {
+  sample_range_in(axis, p, -1.0, static_cast<double>(size), first, last);
+}
+
+// Inclusive range [first, last] of the bins (of `pooled`) whose samples may land in [lo, hi]: bin p
+// spans [start + p * bin_size, start + (p + 1) * bin_size], widened here by a whole bin on each
+// side, far beyond any rounding. Used by the gathering backward to skip bins that cannot sample
+// a given pixel.
+template <typename T>
+SEGDET_HOST_DEVICE void bin_range_in(const Axis<T>& axis, int64_t pooled, double lo, double hi, int64_t& first,
+                                     int64_t& last) {
+  first = 0;
+  last = pooled - 1;
+  if (axis.grid == 0) {
+    first = 0;
+    last = -1;
+    return;
+  }
+  if (axis.bin_size == T(0)) {
+    return;
+  }
+  const double bin = static_cast<double>(axis.bin_size);
+  const double start = static_cast<double>(axis.start);
+  double a = (lo - start) / bin;
+  double b = (hi - start) / bin;
+  if (a > b) {
+    const double t = a;
+    a = b;
+    b = t;
+  }
+  const double p_lo = floor(a) - 2.0;
+  const double p_hi = ceil(b) + 1.0;
+  if (p_hi < 0.0 || p_lo > static_cast<double>(pooled - 1)) {
+    first = 0;
+    last = -1;
+    return;
+  }
+  if (p_lo > 0.0) {
+    first = static_cast<int64_t>(p_lo);
+  }
+  if (p_hi < static_cast<double>(pooled - 1)) {
+    last = static_cast<int64_t>(p_hi);
   }
 }
 
 // Bilinear tap of a sample at continuous coordinate v on an axis of `size` pixels.
-// Returns false when the sample lies outside [-1, size] and contributes nothing.
+// Returns false when the sample lies outside [-1, size] and contributes nothing, and always on an
+// empty axis (size 0): there is no pixel to read, and the clamp below would give index -1.
 template <typename T>
 SEGDET_HOST_DEVICE bool make_tap(T v, int size, Tap<T>& tap) {
-  if (v < T(-1) || v > static_cast<T>(size) || !(v == v)) {
+  if (size <= 0 || v < T(-1) || v > static_cast<T>(size) || !(v == v)) {
     return false;
   }
   if (v <= T(0)) {
@@ -150,10 +207,10 @@ SEGDET_HOST_DEVICE bool make_tap(T v, int size, Tap<T>& tap) {
   } else {
     hi = lo + 1;
   }
-  const T frac = v - static_cast<T>(lo);
+  const T frac = sub_rn(v, static_cast<T>(lo));
   tap.lo = lo;
   tap.hi = hi;
-  tap.w_lo = T(1) - frac;
+  tap.w_lo = sub_rn(T(1), frac);
   tap.w_hi = frac;
   return true;
 }

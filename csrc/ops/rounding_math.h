@@ -5,8 +5,9 @@
 // Several kernels reproduce torchvision/ATen results bit for bit, and those compute each step of
 // a formula as its own tensor op, i.e. with one rounding per step. nvcc contracts `a * b + c` into
 // one fused multiply-add by default, which changes borderline results (an IoU at the threshold, a
-// mask value at 0.5); the _rn intrinsics forbid that. The host compiler targets x86-64 without FMA
-// for these files, so plain operators already round each step there.
+// mask value at 0.5); the _rn intrinsics forbid that. On the host (and in the emulated CUDA
+// build) plain operators round each step because the build files pass -ffp-contract=off
+// (setup.py, CMakeLists.txt); nvcc also gets -fmad=false there, but these helpers do not rely on it.
 
 #include <type_traits>
 

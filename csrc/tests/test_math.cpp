@@ -129,6 +129,46 @@ void test_roi_align_math() {
   CHECK(!make_tap(-1.5f, 10, tap));
   CHECK(!make_tap(10.5f, 10, tap));
   CHECK(!make_tap(std::numeric_limits<float>::quiet_NaN(), 10, tap));
+  // An empty axis has no pixel to read: even samples in [-1, 0] are rejected (they used to give
+  // lo = hi = -1 and read before the map).
+  CHECK(!make_tap(-0.5f, 0, tap));
+  CHECK(!make_tap(0.0f, 0, tap));
+  CHECK(!make_tap(-1.0f, 0, tap));
+
+  // sample_range_in / bin_range_in never drop a sample or bin that reaches the window: compare
+  // with a brute-force scan over every sample of a few axes (the gathering backward relies on it).
+  bool ranges_ok = true;
+  for (float lo_edge : {-7.3f, 0.0f, 3.25f, 41.0f}) {
+    for (float len : {0.0f, 0.4f, 5.0f, 60.0f}) {
+      for (int64_t sr : {0, 2, 5}) {
+        Axis<float> a;
+        make_axis(lo_edge, lo_edge + len, 0.5f, 7, sr, true, a);
+        for (int q = -2; q < 40; ++q) {
+          int64_t p0, p1;
+          bin_range_in(a, 7, q - 1.0, q + 1.0, p0, p1);
+          for (int64_t p = 0; p < 7; ++p) {
+            int64_t f, l;
+            sample_range_in(a, p, q - 1.0, q + 1.0, f, l);
+            for (int64_t i = 0; i < a.grid; ++i) {
+              const float v = sample_coord(a, p, i);
+              if (v >= q - 1.0f && v <= q + 1.0f) {
+                ranges_ok &= p >= p0 && p <= p1 && i >= f && i <= l;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  CHECK(ranges_ok);
+  // And they do bound: on a 1000-sample bin, a 2-pixel window keeps a handful of samples.
+  CHECK(make_axis(0.0f, 1000.0f, 1.0f, 1, 0, false, ax) && ax.grid == 1000);
+  sample_range_in(ax, 0, 499.0, 501.0, first, last);
+  CHECK(first <= 499 && last >= 500 && last - first < 16);
+  CHECK(make_axis(0.0f, 70.0f, 1.0f, 7, 0, false, ax));
+  int64_t p0 = 0, p1 = 0;
+  bin_range_in(ax, 7, 34.0, 36.0, p0, p1);
+  CHECK(p0 <= 3 && p1 >= 3 && p1 - p0 <= 4);
 }
 
 }  // namespace

@@ -1,165 +1,83 @@
-// CUDA kernels of segdet::roi_align and segdet::_roi_align_backward.
+// ATen glue of segdet::roi_align and segdet::_roi_align_backward on CUDA: checks, device guard,
+// layouts, dtype dispatch and launches. The device code is roi_align_kernels.cuh; this file also
+// compiles as C++ under SEGDET_EMULATION, where the same glue drives the CPU emulator.
 //
-// One thread per output element, grid-stride loops, the per-axis sampling math of
-// roi_align_math.h (the same code the CPU tests check). For channels_last input the thread index
-// runs fastest over channels, so a warp reads and writes contiguous channels of one pixel.
-// The backward pass scatters with atomics into grad_input (float accumulation for half types,
-// rounded once at the end); its summation order, hence its last bits, may vary between runs.
-//
-// RoIs whose batch index is outside [0, N) (or NaN) cannot raise on the device without a sync:
-// they read nothing, pool to zeros and receive no gradient. The CPU kernels raise instead.
-#include <ATen/ATen.h>
+// _roi_align_backward has two kernels: a scatter with atomics (fast; its float sums may round
+// differently from run to run, so it raises under torch.use_deterministic_algorithms(True) when
+// called directly) and a gather without atomics, bit-identical to the CPU backward in float32,
+// which the op uses whenever deterministic algorithms are requested.
+#include "ops/cuda/glue.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/Atomic.cuh>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
-#include <algorithm>
-#include <climits>
-
+#include "ops/cuda/glue_functions.h"
+#include "ops/cuda/roi_align_kernels.cuh"
+#include "ops/cuda/roi_align_launch.h"
 #include "ops/roi_align.h"
-#include "ops/roi_align_math.h"
 
-namespace segdet {
-namespace ops {
+namespace segdet::ops::cuda_glue {
 namespace {
 
-namespace math = roi_align_math;
-using math::Tap;
-
-constexpr int kThreads = 256;
-
-struct Geometry {
-  int64_t N, C, H, W, PH, PW;
-};
-
-// Sampling geometry of RoI k; false when it has no samples or its batch index is out of range.
-template <typename scalar_t, typename acc_t>
-__device__ bool roi_axes(const scalar_t* rois, int64_t k, const Geometry& g, acc_t scale, int64_t sampling_ratio,
-                         bool aligned, int64_t& batch, math::Axis<acc_t>& ay, math::Axis<acc_t>& ax) {
-  const scalar_t* box = rois + k * 5;
-  const acc_t b = static_cast<acc_t>(box[0]);
-  if (!(b >= acc_t(0) && b < static_cast<acc_t>(g.N))) {
-    return false;
-  }
-  batch = static_cast<int64_t>(b);
-  const bool fx = math::make_axis<acc_t>(box[1], box[3], scale, g.PW, sampling_ratio, aligned, ax);
-  const bool fy = math::make_axis<acc_t>(box[2], box[4], scale, g.PH, sampling_ratio, aligned, ay);
-  return fx && fy && ax.grid > 0 && ay.grid > 0;
-}
-
-// Calls f(offset_within_image_plane_in_pixels, weight) for the four corners of every sample of bin
-// (ph, pw), with weights that already include the 1 / (grid_h * grid_w) of the average.
-template <typename acc_t, typename F>
-__device__ void for_each_corner(const math::Axis<acc_t>& ay, const math::Axis<acc_t>& ax, int64_t ph, int64_t pw,
-                                int H, int W, F&& f) {
-  const acc_t inv_count = acc_t(1) / static_cast<acc_t>(ay.grid * ax.grid);
-  int64_t y_first, y_last, x_first, x_last;
-  math::sample_range(ay, ph, H, y_first, y_last);
-  math::sample_range(ax, pw, W, x_first, x_last);
-  for (int64_t iy = y_first; iy <= y_last; ++iy) {
-    Tap<acc_t> ty;
-    if (!math::make_tap(math::sample_coord(ay, ph, iy), H, ty)) {
-      continue;
-    }
-    const acc_t wy_lo = ty.w_lo * inv_count, wy_hi = ty.w_hi * inv_count;
-    for (int64_t ix = x_first; ix <= x_last; ++ix) {
-      Tap<acc_t> tx;
-      if (!math::make_tap(math::sample_coord(ax, pw, ix), W, tx)) {
-        continue;
-      }
-      f(static_cast<int64_t>(ty.lo) * W + tx.lo, wy_lo * tx.w_lo);
-      f(static_cast<int64_t>(ty.lo) * W + tx.hi, wy_lo * tx.w_hi);
-      f(static_cast<int64_t>(ty.hi) * W + tx.lo, wy_hi * tx.w_lo);
-      f(static_cast<int64_t>(ty.hi) * W + tx.hi, wy_hi * tx.w_hi);
-    }
-  }
-}
-
-// Output element `index` in memory order: (k, c, ph, pw) for NCHW, (k, ph, pw, c) for NHWC.
-__device__ void unravel(int64_t index, const Geometry& g, bool nhwc, int64_t& k, int64_t& c, int64_t& ph,
-                        int64_t& pw) {
-  if (nhwc) {
-    c = index % g.C;
-    pw = (index / g.C) % g.PW;
-    ph = (index / (g.C * g.PW)) % g.PH;
-    k = index / (g.C * g.PW * g.PH);
-  } else {
-    pw = index % g.PW;
-    ph = (index / g.PW) % g.PH;
-    c = (index / (g.PW * g.PH)) % g.C;
-    k = index / (g.PW * g.PH * g.C);
-  }
-}
-
-template <typename scalar_t, bool nhwc>
-__global__ void roi_align_forward_cuda_kernel(int64_t total, const scalar_t* __restrict__ input,
-                                              const scalar_t* __restrict__ rois, Geometry g, double spatial_scale,
-                                              int64_t sampling_ratio, bool aligned, scalar_t* __restrict__ output) {
-  using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; index < total;
-       index += int64_t(blockDim.x) * gridDim.x) {
-    int64_t k, c, ph, pw, batch;
-    unravel(index, g, nhwc, k, c, ph, pw);
-    math::Axis<acc_t> ay, ax;
-    acc_t acc = 0;
-    if (roi_axes<scalar_t, acc_t>(rois, k, g, static_cast<acc_t>(spatial_scale), sampling_ratio, aligned, batch, ay,
-                                  ax)) {
-      // NCHW: pixels of one plane are 1 apart; NHWC: C apart, starting at channel c.
-      const scalar_t* base = nhwc ? input + batch * g.H * g.W * g.C + c : input + (batch * g.C + c) * g.H * g.W;
-      const int64_t stride = nhwc ? g.C : 1;
-      for_each_corner(ay, ax, ph, pw, static_cast<int>(g.H), static_cast<int>(g.W), [&](int64_t pixel, acc_t w) {
-        acc += w * static_cast<acc_t>(base[pixel * stride]);
-      });
-    }
-    output[index] = static_cast<scalar_t>(acc);
-  }
-}
-
-template <typename scalar_t, bool nhwc>
-__global__ void roi_align_backward_cuda_kernel(int64_t total, const scalar_t* __restrict__ grad,
-                                               const scalar_t* __restrict__ rois, Geometry g, double spatial_scale,
-                                               int64_t sampling_ratio, bool aligned, scalar_t* grad_input) {
-  for (int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; index < total;
-       index += int64_t(blockDim.x) * gridDim.x) {
-    int64_t k, c, ph, pw, batch;
-    unravel(index, g, nhwc, k, c, ph, pw);
-    math::Axis<scalar_t> ay, ax;
-    if (!roi_axes<scalar_t, scalar_t>(rois, k, g, static_cast<scalar_t>(spatial_scale), sampling_ratio, aligned, batch,
-                                      ay, ax)) {
-      continue;
-    }
-    const scalar_t gv = grad[index];
-    scalar_t* base = nhwc ? grad_input + batch * g.H * g.W * g.C + c : grad_input + (batch * g.C + c) * g.H * g.W;
-    const int64_t stride = nhwc ? g.C : 1;
-    for_each_corner(ay, ax, ph, pw, static_cast<int>(g.H), static_cast<int>(g.W), [&](int64_t pixel, scalar_t w) {
-      gpuAtomicAdd(base + pixel * stride, gv * w);
-    });
-  }
-}
-
-int64_t num_blocks(int64_t total) {
-  const int64_t needed = (total + kThreads - 1) / kThreads;
-  const int64_t resident = int64_t(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 16;
-  return std::max<int64_t>(1, std::min(needed, resident));
-}
+namespace kern = segdet::cuda::roi_align;
+using segdet::cuda::acc_type;
 
 void check_map_size(int64_t H, int64_t W) {
-  TORCH_CHECK(H < INT_MAX && W < INT_MAX, "roi_align: input height and width must be below 2^31, got ", H, " x ",
-              W);
+  TORCH_CHECK(kern::map_size_ok(H, W), "roi_align: input height and width must be below 2^31, got ", H, " x ", W);
 }
 
-at::Tensor roi_align_forward_kernel(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
-                                    int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-                                    bool aligned) {
+dim3 grid_for(int64_t total) {
+  return dim3(static_cast<unsigned>(kern::num_blocks(total, segdet::cuda::num_sms())));
+}
+
+// Common prologue of both backward kernels; nullopt when there is nothing to launch.
+struct BackwardSetup {
+  kern::Params p;
+  bool nhwc;
+  at::Tensor grad;
+  at::Tensor rois;
+  at::Tensor grad_input;  // zero-filled only when `empty`
+  bool empty;
+};
+
+BackwardSetup backward_setup(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
+                             int64_t pooled_height, int64_t pooled_width, int64_t batch_size, int64_t channels,
+                             int64_t height, int64_t width, int64_t sampling_ratio, bool aligned, bool zero_fill) {
+  const kern::Geometry g{batch_size, channels, height, width, pooled_height, pooled_width};
+  const bool nhwc = roi_align_detail::use_channels_last(grad);
+  const auto format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  BackwardSetup s{{g, spatial_scale, sampling_ratio, aligned}, nhwc, grad.contiguous(format), rois.contiguous(),
+                  at::empty({g.N, g.C, g.H, g.W}, grad.options().memory_format(format)), false};
+  s.empty = s.grad.numel() == 0 || s.grad_input.numel() == 0;
+  if (zero_fill || s.empty) {
+    s.grad_input.zero_();
+  }
+  return s;
+}
+
+void check_backward(const at::Tensor& grad, const at::Tensor& rois, int64_t pooled_height, int64_t pooled_width,
+                    int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
+  roi_align_detail::check_backward_args(grad, rois, pooled_height, pooled_width, batch_size, channels, height,
+                                        width);
+  TORCH_CHECK(segdet::cuda::is_kernel_device(grad), "_roi_align_backward: grad must be a CUDA tensor here, got ",
+              grad.device());
+  check_map_size(height, width);
+}
+
+bool is_half(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+}  // namespace
+
+at::Tensor roi_align_forward(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                             int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
   roi_align_detail::check_forward_args(input, rois, pooled_height, pooled_width);
-  TORCH_CHECK(input.is_cuda(), "roi_align: input must be a CUDA tensor here, got ", input.device());
-  const Geometry g{input.size(0), input.size(1), input.size(2), input.size(3), pooled_height, pooled_width};
+  TORCH_CHECK(segdet::cuda::is_kernel_device(input), "roi_align: input must be a CUDA tensor here, got ",
+              input.device());
+  const kern::Geometry g{input.size(0), input.size(1), input.size(2), input.size(3), pooled_height, pooled_width};
   check_map_size(g.H, g.W);
-  const c10::cuda::CUDAGuard device_guard(input.device());
+  const segdet::cuda::DeviceGuard device_guard(input);
   const bool nhwc = roi_align_detail::use_channels_last(input);
   const auto format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor in = input.contiguous(format);
@@ -169,59 +87,108 @@ at::Tensor roi_align_forward_kernel(const at::Tensor& input, const at::Tensor& r
   if (total == 0) {
     return output;
   }
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const kern::Params p{g, spatial_scale, sampling_ratio, aligned};
+  const auto stream = segdet::cuda::current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_forward_cuda", [&] {
-    const auto launch = nhwc ? roi_align_forward_cuda_kernel<scalar_t, true> : roi_align_forward_cuda_kernel<scalar_t, false>;
-    launch<<<num_blocks(total), kThreads, 0, stream>>>(total, in.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
-                                                       g, spatial_scale, sampling_ratio, aligned,
-                                                       output.mutable_data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    using acc_t = acc_type<scalar_t>;
+    const auto kernel = nhwc ? &kern::roi_align_forward_kernel<scalar_t, acc_t, true>
+                             : &kern::roi_align_forward_kernel<scalar_t, acc_t, false>;
+    SEGDET_LAUNCH(kernel, grid_for(total), kern::kThreads, stream, total, in.const_data_ptr<scalar_t>(),
+                  r.const_data_ptr<scalar_t>(), p, output.mutable_data_ptr<scalar_t>());
+    segdet::cuda::check_launch();
   });
   return output;
 }
 
-at::Tensor roi_align_backward_kernel(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
+at::Tensor roi_align_backward_atomic(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
                                      int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
                                      int64_t channels, int64_t height, int64_t width, int64_t sampling_ratio,
                                      bool aligned) {
-  roi_align_detail::check_backward_args(grad, rois, pooled_height, pooled_width, batch_size, channels, height,
-                                        width);
-  TORCH_CHECK(grad.is_cuda(), "_roi_align_backward: grad must be a CUDA tensor here, got ", grad.device());
-  check_map_size(height, width);
-  const c10::cuda::CUDAGuard device_guard(grad.device());
-  if (grad.scalar_type() == at::kHalf || grad.scalar_type() == at::kBFloat16) {
+  check_backward(grad, rois, pooled_height, pooled_width, batch_size, channels, height, width);
+  at::globalContext().alertNotDeterministic("segdet::_roi_align_backward (CUDA)");
+  const segdet::cuda::DeviceGuard device_guard(grad);
+  if (is_half(grad)) {
     // Atomic adds in half would round every partial sum; accumulate in float and round once.
-    return roi_align_backward_kernel(grad.to(at::kFloat), rois.to(at::kFloat), spatial_scale, pooled_height,
+    return roi_align_backward_atomic(grad.to(at::kFloat), rois.to(at::kFloat), spatial_scale, pooled_height,
                                      pooled_width, batch_size, channels, height, width, sampling_ratio, aligned)
         .to(grad.scalar_type());
   }
-  const Geometry g{batch_size, channels, height, width, pooled_height, pooled_width};
-  const bool nhwc = roi_align_detail::use_channels_last(grad);
-  const auto format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const at::Tensor gr = grad.contiguous(format);
-  const at::Tensor r = rois.contiguous();
-  at::Tensor grad_input = at::empty({g.N, g.C, g.H, g.W}, grad.options().memory_format(format)).zero_();
-  const int64_t total = gr.numel();
-  if (total == 0 || grad_input.numel() == 0) {
-    return grad_input;
+  BackwardSetup s = backward_setup(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels,
+                                   height, width, sampling_ratio, aligned, /*zero_fill=*/true);
+  if (s.empty) {
+    return s.grad_input;
   }
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const int64_t total = s.grad.numel();
+  const auto stream = segdet::cuda::current_stream();
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward_cuda", [&] {
-    const auto launch = nhwc ? roi_align_backward_cuda_kernel<scalar_t, true> : roi_align_backward_cuda_kernel<scalar_t, false>;
-    launch<<<num_blocks(total), kThreads, 0, stream>>>(total, gr.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
-                                                       g, spatial_scale, sampling_ratio, aligned,
-                                                       grad_input.mutable_data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const auto kernel = s.nhwc ? &kern::roi_align_backward_kernel<scalar_t, true>
+                               : &kern::roi_align_backward_kernel<scalar_t, false>;
+    SEGDET_LAUNCH(kernel, grid_for(total), kern::kThreads, stream, total, s.grad.const_data_ptr<scalar_t>(),
+                  s.rois.const_data_ptr<scalar_t>(), s.p, s.grad_input.mutable_data_ptr<scalar_t>());
+    segdet::cuda::check_launch();
   });
-  return grad_input;
+  return s.grad_input;
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(segdet, CUDA, m) {
-  m.impl("roi_align", TORCH_FN(roi_align_forward_kernel));
-  m.impl("_roi_align_backward", TORCH_FN(roi_align_backward_kernel));
+at::Tensor roi_align_backward_deterministic(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
+                                            int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
+                                            int64_t channels, int64_t height, int64_t width,
+                                            int64_t sampling_ratio, bool aligned) {
+  check_backward(grad, rois, pooled_height, pooled_width, batch_size, channels, height, width);
+  const segdet::cuda::DeviceGuard device_guard(grad);
+  if (is_half(grad)) {
+    // As the CPU backward: the float kernel, rounded once at the end.
+    return roi_align_backward_deterministic(grad.to(at::kFloat), rois.to(at::kFloat), spatial_scale, pooled_height,
+                                            pooled_width, batch_size, channels, height, width, sampling_ratio,
+                                            aligned)
+        .to(grad.scalar_type());
+  }
+  BackwardSetup s = backward_setup(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels,
+                                   height, width, sampling_ratio, aligned, /*zero_fill=*/false);
+  if (s.empty) {
+    return s.grad_input;
+  }
+  const int64_t num_rois = s.rois.size(0);
+  const int64_t total = s.grad_input.numel();
+  const auto stream = segdet::cuda::current_stream();
+  const auto long_options = s.rois.options().dtype(at::kLong);
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward_deterministic_cuda", [&] {
+    // The CPU's RoI order (per image, stably by first y tap) as a stable sort of one int64 key.
+    at::Tensor key = at::empty({num_rois}, long_options);
+    at::Tensor window = at::empty({num_rois, 4}, long_options.dtype(at::kInt));
+    const auto key_kernel = &kern::roi_align_order_key_kernel<scalar_t>;
+    SEGDET_LAUNCH(key_kernel, grid_for(num_rois), kern::kThreads, stream, num_rois,
+                  s.rois.const_data_ptr<scalar_t>(), s.p, key.mutable_data_ptr<int64_t>(),
+                  window.mutable_data_ptr<int32_t>());
+    segdet::cuda::check_launch();
+    const auto [sorted_key, order] = at::sort(key, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+    const at::Tensor boundaries = at::arange(batch_size + 1, long_options) * (height + 1);
+    const at::Tensor image_begin =
+        at::searchsorted(sorted_key, boundaries, /*out_int32=*/false, /*right=*/false).contiguous();
+    const at::Tensor order_c = order.contiguous();
+    const auto kernel = s.nhwc ? &kern::roi_align_backward_gather_kernel<scalar_t, true>
+                               : &kern::roi_align_backward_gather_kernel<scalar_t, false>;
+    SEGDET_LAUNCH(kernel, grid_for(total), kern::kThreads, stream, total, s.grad.const_data_ptr<scalar_t>(),
+                  s.rois.const_data_ptr<scalar_t>(), order_c.const_data_ptr<int64_t>(),
+                  image_begin.const_data_ptr<int64_t>(), window.const_data_ptr<int32_t>(), s.p,
+                  s.grad_input.mutable_data_ptr<scalar_t>());
+    segdet::cuda::check_launch();
+  });
+  return s.grad_input;
 }
 
-}  // namespace ops
-}  // namespace segdet
+at::Tensor roi_align_backward(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
+                              int64_t pooled_height, int64_t pooled_width, int64_t batch_size, int64_t channels,
+                              int64_t height, int64_t width, int64_t sampling_ratio, bool aligned) {
+  const auto backward = at::globalContext().deterministicAlgorithms() ? &roi_align_backward_deterministic
+                                                                      : &roi_align_backward_atomic;
+  return backward(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
+                  sampling_ratio, aligned);
+}
+
+SEGDET_CUDA_IMPL(m) {
+  m.impl("roi_align", TORCH_FN(roi_align_forward));
+  m.impl("_roi_align_backward", TORCH_FN(roi_align_backward));
+}
+
+}  // namespace segdet::ops::cuda_glue
