@@ -63,7 +63,7 @@ fi
 import json, os, sys
 
 KERNELS = ["roi_align_forward", "roi_align_backward", "roi_align_backward_deterministic", "nms", "batched_nms",
-           "decode_boxes", "paste_masks"]
+           "decode_boxes", "paste_masks", "paste_masks_crops"]
 path = sys.argv[1]
 if not os.path.exists(path):
     print("run_cuda_emulation: the tests wrote no summary (crashed?)")

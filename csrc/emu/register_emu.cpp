@@ -14,6 +14,7 @@
 
 #include "emu/cuda_emu.h"
 #include "ops/cuda/glue_functions.h"
+#include "ops/cuda/paste_masks_crops_glue.h"
 
 namespace segdet::emu {
 namespace {
@@ -65,6 +66,7 @@ TORCH_LIBRARY(segdet_emu, m) {
       "decode_boxes(Tensor rel_codes, Tensor boxes, float[] weights, float bbox_xform_clip, "
       "SymInt[]? image_size) -> Tensor");
   m.def("paste_masks(Tensor masks, Tensor boxes, int height, int width, float threshold) -> Tensor");
+  m.def("paste_masks_crops(Tensor masks, Tensor boxes, int height, int width, float threshold) -> (Tensor, Tensor)");
   m.def("set_schedule(str order, int seed) -> ()", &set_schedule_op);
   m.def("launch_sites() -> str", &launch_sites_op);
   m.def("reset_launch_counts() -> ()", &reset_launch_counts_op);
@@ -80,6 +82,7 @@ TORCH_LIBRARY_IMPL(segdet_emu, CPU, m) {
   m.impl("batched_nms", TORCH_FN(glue::batched_nms));
   m.impl("decode_boxes", TORCH_FN(glue::decode_boxes));
   m.impl("paste_masks", TORCH_FN(glue::paste_masks));
+  m.impl("paste_masks_crops", TORCH_FN(glue::paste_masks_crops));
 }
 
 }  // namespace segdet::emu

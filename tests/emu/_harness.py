@@ -10,6 +10,7 @@ KERNELS = [
     "batched_nms",
     "decode_boxes",
     "paste_masks",
+    "paste_masks_crops",
 ]
 
 # (order, seed): every case runs under each. Forward and reverse resume the threads of a barrier in

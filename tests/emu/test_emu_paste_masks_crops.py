@@ -10,7 +10,7 @@ import torch
 if not os.environ.get("SEGDET_EMU_LIB"):
     pytest.skip("emulated CUDA tests run from scripts/run_cuda_emulation.sh", allow_module_level=True)
 
-from conftest import emulated  # noqa: E402  (tests/emu/conftest.py, present when the harness runs)
+from _harness import emulated, record  # noqa: E402  (tests/emu/, on the path when the harness runs)
 
 H, W = 60, 80
 
@@ -33,20 +33,24 @@ def test_crops_equal_emulated_full_paste(emu_library, schedule, dtype, seed):
     crops, regions = emulated(emu_library.paste_masks_crops, masks, boxes, H, W, 0.5,
                               source="paste_masks_crops_kernel.cu", must_launch=True)
     cpu_crops, cpu_regions = torch.ops.segdet.paste_masks_crops(masks, boxes, H, W, 0.5)
-    assert torch.equal(regions, cpu_regions)
-    assert crops.numel() == cpu_crops.numel()
+    ok = torch.equal(regions, cpu_regions) and crops.numel() == cpu_crops.numel()
+    record("paste_masks_crops", ok)
+    assert ok, "regions or crop sizes differ from the CPU op's"
     offset = 0
     for i, (x, y, w, h) in enumerate(regions.tolist()):
         crop = crops[offset:offset + w * h].reshape(h, w)
         offset += w * h
-        assert torch.equal(crop, full[i, y:y + h, x:x + w]), f"detection {i}: crop differs from the paste"
         rest = full[i].clone()
         rest[y:y + h, x:x + w] = False
-        assert not rest.any(), f"detection {i}: pixels outside its region"
+        ok = torch.equal(crop, full[i, y:y + h, x:x + w]) and not rest.any()
+        record("paste_masks_crops", ok)
+        assert ok, f"detection {i}: crop differs from the emulated full paste, or pixels lie outside its region"
 
 
 def test_all_empty(emu_library, schedule):
     masks = torch.rand(3, 14, 14)
     boxes = torch.tensor([[-50.0, -50.0, -10.0, -10.0], [float("nan"), 0, 1, 1], [500.0, 5, 600, 9]])
     crops, regions = emu_library.paste_masks_crops(masks, boxes, H, W, 0.5)
-    assert crops.numel() == 0 and regions.eq(0).all()
+    ok = crops.numel() == 0 and bool(regions.eq(0).all())
+    record("paste_masks_crops", ok)
+    assert ok

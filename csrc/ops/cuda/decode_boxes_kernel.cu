@@ -16,8 +16,7 @@ namespace kern = segdet::cuda::decode_boxes;
 at::Tensor decode_boxes(const at::Tensor& rel_codes, const at::Tensor& boxes, at::ArrayRef<double> weights,
                         double bbox_xform_clip, at::OptionalIntArrayRef image_size) {
   detail::check_decode_boxes_args(rel_codes, boxes, weights, image_size);
-  TORCH_CHECK(segdet::cuda::is_kernel_device(rel_codes), "decode_boxes: CUDA kernel got rel_codes on ",
-              rel_codes.device());
+  detail::check_bbox_xform_clip(bbox_xform_clip);  // before the early return, as on the CPU
 
   const segdet::cuda::DeviceGuard device_guard(rel_codes);
   const auto rel = rel_codes.contiguous();

@@ -16,7 +16,6 @@ namespace kern = segdet::cuda::paste_masks;
 at::Tensor paste_masks(const at::Tensor& masks, const at::Tensor& boxes, int64_t height, int64_t width,
                        double threshold) {
   detail::check_paste_masks_args(masks, boxes, height, width);
-  TORCH_CHECK(segdet::cuda::is_kernel_device(masks), "paste_masks: CUDA kernel got masks on ", masks.device());
 
   const segdet::cuda::DeviceGuard device_guard(masks);
   const int64_t num = masks.size(0);

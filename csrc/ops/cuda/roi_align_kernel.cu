@@ -22,9 +22,6 @@ namespace {
 namespace kern = segdet::cuda::roi_align;
 using segdet::cuda::acc_type;
 
-void check_map_size(int64_t H, int64_t W) {
-  TORCH_CHECK(kern::map_size_ok(H, W), "roi_align: input height and width must be below 2^31, got ", H, " x ", W);
-}
 
 dim3 grid_for(int64_t total) {
   return dim3(static_cast<unsigned>(kern::num_blocks(total, segdet::cuda::num_sms())));
@@ -59,9 +56,6 @@ void check_backward(const at::Tensor& grad, const at::Tensor& rois, int64_t pool
                     int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
   roi_align_detail::check_backward_args(grad, rois, pooled_height, pooled_width, batch_size, channels, height,
                                         width);
-  TORCH_CHECK(segdet::cuda::is_kernel_device(grad), "_roi_align_backward: grad must be a CUDA tensor here, got ",
-              grad.device());
-  check_map_size(height, width);
 }
 
 bool is_half(const at::Tensor& t) {
@@ -73,10 +67,7 @@ bool is_half(const at::Tensor& t) {
 at::Tensor roi_align_forward(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                              int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
   roi_align_detail::check_forward_args(input, rois, pooled_height, pooled_width);
-  TORCH_CHECK(segdet::cuda::is_kernel_device(input), "roi_align: input must be a CUDA tensor here, got ",
-              input.device());
   const kern::Geometry g{input.size(0), input.size(1), input.size(2), input.size(3), pooled_height, pooled_width};
-  check_map_size(g.H, g.W);
   const segdet::cuda::DeviceGuard device_guard(input);
   const bool nhwc = roi_align_detail::use_channels_last(input);
   const auto format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
