@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from segdet.evaluation.coco_results import (
     to_coco_results,
 )
 from segdet.utils.amp import autocast, check_amp, resolve_amp
+from segdet.utils.signals import StopRequest
 
 logger = logging.getLogger(__name__)
 
@@ -238,49 +238,6 @@ class PredictionInterrupted(RuntimeError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-class _StopAfterBatch:
-    """SIGINT/SIGTERM (main thread only) set ``signum`` instead of killing the process, so prediction stops after
-    the current batch with everything done saved; a second signal gets the previous handler (the default: the
-    process ends at once, which the journal survives too). The trainer's StopRequest does the same for
-    iterations; this one stays independent of the training hooks."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + int(self.signum) if self.signum is not None else 0
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-            signal.raise_signal(signum)
-            return
-        self.signum = signum
-        logger.warning("Received %s: stopping after the current batch (run the same command again to go on)",
-                       signal.Signals(signum).name)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._previous[s] = signal.getsignal(s)
-                signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._previous.items():
-            signal.signal(s, h)
-        self._previous.clear()
-        return False
 
 
 class _ImageFiles(torch.utils.data.Dataset):
@@ -497,7 +454,7 @@ def predict_files(
     processed = 0
     failure: str | None = None
     bar = _Progress(len(paths), resumed, progress)
-    with open(journal_path, "a", encoding="utf-8") as journal, _StopAfterBatch() as stop, \
+    with open(journal_path, "a", encoding="utf-8") as journal, StopRequest(stopping="stopping after the current batch (run the same command again to go on)") as stop, \
             deferred_mask_pasting(model):
         if journal.tell() == 0:
             journal.write(json.dumps({"format": JOURNAL_FORMAT, "settings": settings}) + "\n")

@@ -1,29 +1,15 @@
 """train.amp / eval.amp through scripts/train.py on the CPU, and the amp setting's checks."""
-import importlib.util
 import json
 import logging
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import segdet.utils.amp as amp_mod
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ["data.generator.image_size=64", "data.generator.num_train=4", "data.generator.num_val=2",
-        "data.num_workers=0", "model.min_size=64", "model.max_size=64", "train.batch_size=2", "train.log_period=1",
-        "eval.num_overlays=0", "train.checkpoint_period=0", "train.max_iter=2", "cpu_threads=1"]
+from .train_script import run_train
 
-
-def _run(tmp_path, monkeypatch, *overrides) -> int:
-    monkeypatch.setenv("SEGDET_CACHE", str(tmp_path / "cache"))
-    spec = importlib.util.spec_from_file_location("segdet_train_script", ROOT / "scripts" / "train.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", [*TINY, *overrides])
-    return script.run(cfg, str(tmp_path / "run"))
+_run = run_train
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ...utils.signals import StopRequest
 from .. import distributed as du
 from .base import HookBase
 
@@ -20,49 +19,6 @@ if TYPE_CHECKING:
     from ..trainer import Trainer
 
 logger = logging.getLogger("segdet.train")
-
-HANDLED = (signal.SIGTERM, signal.SIGINT)
-
-
-class StopRequest:
-    """Context manager installing the handlers (main thread only); ``signum`` is the first signal received or None.
-    ``on_signal(signum)``, when given, is called from the handler at the first signal."""
-
-    def __init__(self, signals=HANDLED, on_signal: Callable[[int], None] | None = None):
-        self.signals = tuple(signals)
-        self.on_signal = on_signal
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            # Second signal: give up on the clean stop.
-            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-            signal.raise_signal(signum)
-            return
-        self.signum = signum
-        if self.on_signal is not None:
-            self.on_signal(signum)
-        logger.warning("Received %s: stopping after the current iteration and saving a checkpoint",
-                       signal.Signals(signum).name)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in self.signals:
-                self._previous[s] = signal.getsignal(s)
-                signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._previous.items():
-            signal.signal(s, h)
-        self._previous.clear()
-        return False
-
 
 class SignalHook(HookBase):
     """Installs the handlers for the run (restored in ``close``). After every iteration the ranks agree whether any
