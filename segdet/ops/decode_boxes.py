@@ -101,15 +101,16 @@ def _backward(ctx, grad):
     clip = ctx.bbox_xform_clip
     dtype = rel_codes.dtype
     work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-    n = rel_codes.shape[0]
-    deltas = rel_codes.to(work).reshape(n, -1, 4)
-    grad = grad.to(work).reshape(n, -1, 4)
+    # Explicit class count: reshape cannot infer a -1 from zero boxes.
+    n, k = rel_codes.shape[0], rel_codes.shape[1] // 4
+    deltas = rel_codes.to(work).reshape(n, k, 4)
+    grad = grad.to(work).reshape(n, k, 4)
 
     if ctx.image_size is not None:
         # Clipping passes the gradient only where the unclipped coordinate lay inside the image
         # (bounds included, as torch.clamp's backward does).
         unclipped = torch.ops.segdet.decode_boxes.default(rel_codes, boxes, list(ctx.weights), clip, None)
-        unclipped = unclipped.to(work).reshape(n, -1, 4)
+        unclipped = unclipped.to(work).reshape(n, k, 4)
         height, width = ctx.image_size
         limit = unclipped.new_tensor([width, height, width, height])
         grad = grad * ((unclipped >= 0) & (unclipped <= limit))
