@@ -65,7 +65,6 @@ OP, WRAPPER, FAKE, FAKE_DYNAMIC = "op", "wrapper", "fake", "fake_dynamic"
 TENSOR_PATHS = (OP, WRAPPER, FAKE, FAKE_DYNAMIC)
 DATA_PATHS = (OP, WRAPPER)  # a check that reads tensor data: no fake kernel can make it
 PYTHON_PATHS = (WRAPPER,)  # Python argument types: the schema rejects them before any kernel
-NEEDS_TWO_DEVICES = "needs two devices"
 
 
 @dataclass
@@ -73,20 +72,19 @@ class Mistake:
     op: str
     id: str
     arg: int  # index of the wrong argument in schema order
-    wrong: Callable[[Any], Any]  # good argument -> wrong one
+    wrong: Callable[[Any], Any] | None  # good argument -> wrong one; None: the tensor moves to another device
     exc: type
     names: str  # regex that the message must match: the argument's name
     paths: tuple = TENSOR_PATHS
-    device: bool = False  # moves a tensor to another device
+
+    @property
+    def device(self) -> bool:
+        return self.wrong is None
 
     def args(self, other_device: str = "cuda") -> list:
         args = good_args(self.op)
-        args[self.arg] = self.wrong(args[self.arg]) if not self.device else args[self.arg].to(other_device)
+        args[self.arg] = args[self.arg].to(other_device) if self.device else self.wrong(args[self.arg])
         return args
-
-
-def to_device(t):  # marker for device rows; Mistake.args moves the tensor
-    return t
 
 
 M = Mistake
@@ -99,7 +97,7 @@ MISTAKES = [
     M("roi_align", "rois width", 1, lambda t: t[:, :4], ValueError, r"rois must be a Tensor\[K, 5\]"),
     M("roi_align", "rois rank", 1, lambda t: t[0], ValueError, r"rois must be a Tensor\[K, 5\]"),
     M("roi_align", "rois dtype", 1, lambda t: t.double(), TypeError, r"rois dtype \(Double\) must match input"),
-    M("roi_align", "rois device", 1, to_device, ValueError, r"rois device .* must match input device", device=True),
+    M("roi_align", "rois device", 1, None, ValueError, r"rois device .* must match input device"),
     M("roi_align", "pooled_height", 3, lambda v: 0, ValueError, r"output_size must be positive.*pooled_height=0"),
     M("roi_align", "pooled_width", 4, lambda v: -1, ValueError, r"output_size must be positive.*pooled_width=-1"),
     M("roi_align", "batch index", 1, lambda t: t + torch.tensor([2.0, 0, 0, 0, 0]), ValueError,
@@ -122,7 +120,7 @@ MISTAKES = [
     M("_roi_align_backward", "grad dtype", 0, lambda t: t.long(), TypeError, r"grad must be float32"),
     M("_roi_align_backward", "rois width", 1, lambda t: t[:, 1:], ValueError, r"rois must be a Tensor\[K, 5\]"),
     M("_roi_align_backward", "rois dtype", 1, lambda t: t.half(), TypeError, r"rois dtype \(Half\) must match grad"),
-    M("_roi_align_backward", "rois device", 1, to_device, ValueError, r"rois device .* must match grad", device=True),
+    M("_roi_align_backward", "rois device", 1, None, ValueError, r"rois device .* must match grad"),
     M("_roi_align_backward", "pooled_height", 3, lambda v: 0, ValueError, r"output_size must be positive"),
     M("_roi_align_backward", "batch_size", 5, lambda v: -2, ValueError,
       r"\(batch_size, channels, height, width\) must be non-negative, got \(-2, "),
@@ -136,28 +134,31 @@ MISTAKES = [
     M("nms", "scores rank", 1, lambda t: t[:, None], ValueError, r"scores must be a 1-D tensor \[N\]"),
     M("nms", "scores length", 1, lambda t: t[:3], ValueError, r"dets has \S+ rows but scores has \S+ elements"),
     M("nms", "scores dtype", 1, lambda t: t.double(), TypeError, r"scores dtype \(Double\) must match dets"),
-    M("nms", "scores device", 1, to_device, ValueError, r"scores device .* must match dets device", device=True),
+    M("nms", "scores device", 1, None, ValueError, r"scores device .* must match dets device"),
     M("nms", "boxes not a tensor", 0, lambda t: t.tolist(), TypeError, r"boxes must be a torch.Tensor", PYTHON_PATHS),
     M("nms", "iou_threshold str", 2, lambda v: "0.5", TypeError, r"iou_threshold must be a real number",
       PYTHON_PATHS),
     # batched_nms(boxes, scores, idxs, iou_threshold)
     M("batched_nms", "boxes width", 0, lambda t: t[:, :3], ValueError, r"boxes must be a 2-D tensor \[N, 4\]"),
-    M("batched_nms", "scores length", 1, lambda t: t[:1], ValueError, r"boxes has \S+ rows but scores has \S+ elements"),
+    M("batched_nms", "scores length", 1, lambda t: t[:1], ValueError,
+      r"boxes has \S+ rows but scores has \S+ elements"),
     M("batched_nms", "scores dtype", 1, lambda t: t.half(), TypeError, r"scores dtype \(Half\)"),
     M("batched_nms", "idxs length", 2, lambda t: t[:3], ValueError, r"idxs must be a 1-D tensor \[N\]"),
     M("batched_nms", "idxs rank", 2, lambda t: t[None], ValueError, r"idxs must be a 1-D tensor \[N\]"),
     M("batched_nms", "idxs float", 2, lambda t: t.float(), TypeError, r"idxs must be an integer tensor"),
     M("batched_nms", "idxs bool", 2, lambda t: t.bool(), TypeError, r"idxs must be an integer tensor"),
-    M("batched_nms", "idxs device", 2, to_device, ValueError, r"idxs device .* must match boxes device", device=True),
+    M("batched_nms", "idxs device", 2, None, ValueError, r"idxs device .* must match boxes device"),
     M("batched_nms", "idxs list", 2, lambda t: t.tolist(), TypeError, r"idxs must be a torch.Tensor", PYTHON_PATHS),
     # decode_boxes(rel_codes, boxes, weights, bbox_xform_clip, image_size)
-    M("decode_boxes", "rel_codes width", 0, lambda t: t[:, :6], ValueError, r"rel_codes must be a 2-D tensor \[N, 4\*K\]"),
+    M("decode_boxes", "rel_codes width", 0, lambda t: t[:, :6], ValueError,
+      r"rel_codes must be a 2-D tensor \[N, 4\*K\]"),
     M("decode_boxes", "rel_codes rank", 0, lambda t: t[0], ValueError, r"rel_codes must be a 2-D tensor"),
     M("decode_boxes", "rel_codes rows", 0, lambda t: t[:3], ValueError, r"rel_codes has \S+ rows but boxes has \S+;"),
     M("decode_boxes", "rel_codes dtype", 0, lambda t: t.long(), TypeError, r"rel_codes must be float64"),
     M("decode_boxes", "boxes width", 1, lambda t: t[:, :3], ValueError, r"boxes must be a 2-D tensor \[N, 4\]"),
-    M("decode_boxes", "boxes dtype", 1, lambda t: t.double(), TypeError, r"boxes dtype \(Double\) must match rel_codes"),
-    M("decode_boxes", "boxes device", 1, to_device, ValueError, r"boxes device .* must match rel_codes", device=True),
+    M("decode_boxes", "boxes dtype", 1, lambda t: t.double(), TypeError,
+      r"boxes dtype \(Double\) must match rel_codes"),
+    M("decode_boxes", "boxes device", 1, None, ValueError, r"boxes device .* must match rel_codes"),
     M("decode_boxes", "weights count", 2, lambda v: v[:3], ValueError, r"weights must be 4 numbers"),
     M("decode_boxes", "weights zero", 2, lambda v: [1.0, 0.0, 1.0, 1.0], ValueError,
       r"weights must be finite and positive"),
@@ -183,7 +184,7 @@ MISTAKES = [
     M("paste_masks", "masks dtype", 0, lambda t: t.half(), TypeError, r"masks must be float32 or float64"),
     M("paste_masks", "boxes width", 1, lambda t: t[:, :3], ValueError, r"boxes must be a 2-D tensor \[D, 4\]"),
     M("paste_masks", "boxes dtype", 1, lambda t: t.long(), TypeError, r"boxes must be float32 or float64"),
-    M("paste_masks", "boxes device", 1, to_device, ValueError, r"boxes device .* must match masks", device=True),
+    M("paste_masks", "boxes device", 1, None, ValueError, r"boxes device .* must match masks"),
     M("paste_masks", "height", 2, lambda v: -1, ValueError, r"height and width must be >= 0"),
     M("paste_masks", "width", 3, lambda v: -3, ValueError, r"height and width must be >= 0"),
     M("paste_masks", "masks array", 0, lambda t: t.numpy(), TypeError, r"masks must be a torch.Tensor", PYTHON_PATHS),
@@ -213,7 +214,8 @@ def raise_on(m: Mistake, path: str) -> BaseException:
             with FakeTensorMode():
                 OPS[m.op](*m.args())
         else:
-            # Symbolic sizes, as torch.compile(dynamic=True) and torch.export trace them.
+            # Symbolic sizes, as torch.compile(dynamic=True) and torch.export trace them; a meta
+            # tensor stands in for the second device.
             args = m.args(other_device="meta")
             with FakeTensorMode(shape_env=ShapeEnv(), static_shapes=False) as mode:
                 OPS[m.op](*[mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args])
@@ -230,7 +232,9 @@ def test_mistake_raises_the_contract_type_naming_the_argument(mistake, path):
     assert message.startswith(f"{mistake.op}: ") and re.search(mistake.names, message), message
 
 
-@pytest.mark.parametrize("mistake", [m for m in MISTAKES if FAKE in m.paths and not m.device], ids=lambda m: f"{m.op}-{m.id}")
+@pytest.mark.parametrize(
+    "mistake", [m for m in MISTAKES if FAKE in m.paths and not m.device], ids=lambda m: f"{m.op}-{m.id}"
+)
 def test_fake_kernel_message_is_the_kernels(mistake):
     # One check, two callers: the fake kernel reports exactly what the CPU kernel reports.
     assert str(raise_on(mistake, FAKE)) == str(raise_on(mistake, OP))

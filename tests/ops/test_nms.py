@@ -320,7 +320,8 @@ def batched_sample_inputs(device):
     samples = []
     for seed, (boxes, scores, threshold) in enumerate(sample_inputs(device)):
         gen = torch.Generator().manual_seed(seed)
-        idxs = torch.randint(0, 3, (boxes.shape[0],), generator=gen).to(device, [torch.int64, torch.int32, torch.uint8][seed % 3])
+        dtype = [torch.int64, torch.int32, torch.uint8][seed % 3]
+        idxs = torch.randint(0, 3, (boxes.shape[0],), generator=gen).to(device, dtype)
         samples.append((boxes, scores, idxs, threshold))
     return samples
 

@@ -208,7 +208,9 @@ def sample_inputs(device):
     ]
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device"))])
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device"))]
+)
 def test_opcheck(device):
     for args in sample_inputs(device):
         torch.library.opcheck(torch.ops.segdet.paste_masks.default, args)

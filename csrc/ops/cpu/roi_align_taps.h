@@ -87,6 +87,8 @@ std::vector<int64_t> batch_indices(const char* op, const at::Tensor& rois, int64
   return batch;
 }
 
+// Calls f(tap) for each sample of bin p of the axis that touches the map (size pixels long), in
+// sample order.
 template <typename acc_t, typename F>
 void for_each_tap(const math::Axis<acc_t>& axis, int64_t p, int size, F&& f) {
   if (axis.grid == 0) {
@@ -102,6 +104,7 @@ void for_each_tap(const math::Axis<acc_t>& axis, int64_t p, int size, F&& f) {
   }
 }
 
+// Counted with for_each_tap itself, so tap_offsets reserves exactly the taps fill_taps writes.
 template <typename acc_t>
 int64_t count_taps(const math::Axis<acc_t>& axis, int64_t p, int size) {
   int64_t n = 0;
