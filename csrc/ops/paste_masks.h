@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include "ops/arg_checks.h"
+
 namespace segdet::ops {
 
 // masks: [D, S, S] probabilities (float32/float64); boxes: [D, 4] (x1, y1, x2, y2) pixels of the
@@ -14,16 +16,17 @@ at::Tensor paste_masks(const at::Tensor& masks, const at::Tensor& boxes, int64_t
 
 namespace detail {
 
-// Checks every paste_masks kernel runs first, so a direct torch.ops call gets the same
-// messages whichever backend it lands on.
+// Checks every paste_masks kernel and the fake kernel run first (the contract: ops/arg_checks.h).
 inline void check_paste_masks_args(const at::Tensor& masks, const at::Tensor& boxes, int64_t height, int64_t width) {
-  TORCH_CHECK_VALUE(masks.dim() == 3 && masks.size(1) == masks.size(2) && masks.size(1) > 0,
+  TORCH_CHECK_VALUE(masks.dim() == 3 && size_holds(masks.sym_size(1).sym_eq(masks.sym_size(2))) &&
+                        size_holds(masks.sym_size(1).sym_gt(0)),
                     "paste_masks: masks must be a 3-D tensor [D, S, S] of square masks (S > 0), got shape ",
-                    masks.sizes());
-  TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 4,
-                    "paste_masks: boxes must be a 2-D tensor [D, 4] of (x1, y1, x2, y2), got shape ", boxes.sizes());
-  TORCH_CHECK_VALUE(masks.size(0) == boxes.size(0), "paste_masks: masks has ", masks.size(0),
-                    " masks but boxes has ", boxes.size(0), " rows; expected one box per mask");
+                    masks.sym_sizes());
+  TORCH_CHECK_VALUE(boxes.dim() == 2 && size_holds(boxes.sym_size(1).sym_eq(4)),
+                    "paste_masks: boxes must be a 2-D tensor [D, 4] of (x1, y1, x2, y2), got shape ",
+                    boxes.sym_sizes());
+  TORCH_CHECK_VALUE(size_holds(masks.sym_size(0).sym_eq(boxes.sym_size(0))), "paste_masks: masks has ",
+                    masks.sym_size(0), " masks but boxes has ", boxes.sym_size(0), " rows; expected one box per mask");
   TORCH_CHECK_TYPE(masks.scalar_type() == at::kFloat || masks.scalar_type() == at::kDouble,
                    "paste_masks: masks must be float32 or float64, got ", masks.scalar_type());
   TORCH_CHECK_TYPE(boxes.scalar_type() == at::kFloat || boxes.scalar_type() == at::kDouble,

@@ -1,12 +1,16 @@
 #pragma once
 
 // segdet::roi_align and segdet::_roi_align_backward: dispatcher entry points (defined in
-// roi_align.cpp) and the argument checks every backend runs first, so CPU and CUDA reject bad
-// input with the same messages.
+// roi_align.cpp) and the argument checks every backend runs first, so CPU, CUDA and the fake
+// kernels reject bad input with the same errors (the contract: ops/arg_checks.h).
 #include <ATen/core/Tensor.h>
 #include <c10/core/MemoryFormat.h>
 #include <c10/core/SymInt.h>
 #include <c10/util/Exception.h>
+
+#include <climits>
+
+#include "ops/arg_checks.h"
 
 namespace segdet {
 namespace ops {
@@ -32,43 +36,60 @@ inline bool is_supported_dtype(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
-inline void check_rois(const at::Tensor& rois, const at::Tensor& other, const char* other_name) {
-  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5,
-              "roi_align: rois must be a Tensor[K, 5] of (batch_index, x1, y1, x2, y2), got shape ", rois.sizes());
-  TORCH_CHECK(rois.scalar_type() == other.scalar_type(), "roi_align: rois dtype (", rois.scalar_type(),
-              ") must match ", other_name, " dtype (", other.scalar_type(), ")");
-  TORCH_CHECK(rois.device() == other.device(), "roi_align: rois device (", rois.device(), ") must match ",
-              other_name, " device (", other.device(), ")");
+// `op` names the op in the message; `other` is the tensor rois must agree with (input or grad).
+inline void check_rois(const char* op, const at::Tensor& rois, const at::Tensor& other, const char* other_name) {
+  TORCH_CHECK_VALUE(rois.dim() == 2 && detail::size_holds(rois.sym_size(1).sym_eq(5)), op,
+                    ": rois must be a Tensor[K, 5] of (batch_index, x1, y1, x2, y2), got shape ", rois.sym_sizes());
+  TORCH_CHECK_TYPE(rois.scalar_type() == other.scalar_type(), op, ": rois dtype (", rois.scalar_type(),
+                   ") must match ", other_name, " dtype (", other.scalar_type(), ")");
+  TORCH_CHECK_VALUE(rois.device() == other.device(), op, ": rois device (", rois.device(), ") must match ",
+                    other_name, " device (", other.device(), ")");
 }
 
-inline void check_forward_args(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_height,
-                               int64_t pooled_width) {
-  TORCH_CHECK(input.dim() == 4, "roi_align: input must be a Tensor[N, C, H, W], got ", input.dim(),
-              " dimensions with shape ", input.sizes());
-  TORCH_CHECK(is_supported_dtype(input.scalar_type()),
-              "roi_align: input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
-  check_rois(rois, input, "input");
-  TORCH_CHECK(pooled_height > 0 && pooled_width > 0,
-              "roi_align: output_size must be positive, got (pooled_height=", pooled_height,
-              ", pooled_width=", pooled_width, ")");
+inline void check_output_size(const char* op, const c10::SymInt& pooled_height, const c10::SymInt& pooled_width) {
+  TORCH_CHECK_VALUE(pooled_height > 0 && pooled_width > 0, op,
+                    ": output_size must be positive, got (pooled_height=", pooled_height,
+                    ", pooled_width=", pooled_width, ")");
 }
 
-inline void check_backward_args(const at::Tensor& grad, const at::Tensor& rois, int64_t pooled_height,
-                                int64_t pooled_width, int64_t batch_size, int64_t channels, int64_t height,
-                                int64_t width) {
-  TORCH_CHECK(is_supported_dtype(grad.scalar_type()),
-              "_roi_align_backward: grad must be float32, float64, float16 or bfloat16, got ", grad.scalar_type());
-  check_rois(rois, grad, "grad");
-  TORCH_CHECK(pooled_height > 0 && pooled_width > 0,
-              "_roi_align_backward: output_size must be positive, got (pooled_height=", pooled_height,
-              ", pooled_width=", pooled_width, ")");
-  TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0,
-              "_roi_align_backward: input sizes must be non-negative, got (", batch_size, ", ", channels, ", ",
-              height, ", ", width, ")");
-  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == channels &&
-                  grad.size(2) == pooled_height && grad.size(3) == pooled_width,
-              "_roi_align_backward: grad must be a Tensor[K, C, pooled_height, pooled_width] = [", rois.size(0), ", ",
-              channels, ", ", pooled_height, ", ", pooled_width, "], got ", grad.sizes());
+// The kernels index map rows and columns with int.
+inline void check_map_size(const char* op, const c10::SymInt& height, const c10::SymInt& width) {
+  TORCH_CHECK_VALUE(height < INT_MAX && width < INT_MAX, op, ": input height and width must be below 2^31, got ",
+                    height, " x ", width);
+}
+
+// Sizes are SymInts so that the fake kernel can run this check on traced tensors; the kernels pass
+// plain integers.
+inline void check_forward_args(const at::Tensor& input, const at::Tensor& rois, const c10::SymInt& pooled_height,
+                               const c10::SymInt& pooled_width) {
+  TORCH_CHECK_VALUE(input.dim() == 4, "roi_align: input must be a Tensor[N, C, H, W], got shape ", input.sym_sizes());
+  TORCH_CHECK_TYPE(is_supported_dtype(input.scalar_type()),
+                   "roi_align: input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
+  check_rois("roi_align", rois, input, "input");
+  check_output_size("roi_align", pooled_height, pooled_width);
+  check_map_size("roi_align", input.sym_size(2), input.sym_size(3));
+}
+
+// batch_size, channels, height, width: the shape [N, C, H, W] of the forward input, which is the
+// shape of the gradient returned.
+inline void check_backward_args(const at::Tensor& grad, const at::Tensor& rois, const c10::SymInt& pooled_height,
+                                const c10::SymInt& pooled_width, const c10::SymInt& batch_size,
+                                const c10::SymInt& channels, const c10::SymInt& height, const c10::SymInt& width) {
+  TORCH_CHECK_TYPE(is_supported_dtype(grad.scalar_type()),
+                   "_roi_align_backward: grad must be float32, float64, float16 or bfloat16, got ", grad.scalar_type());
+  check_rois("_roi_align_backward", rois, grad, "grad");
+  check_output_size("_roi_align_backward", pooled_height, pooled_width);
+  TORCH_CHECK_VALUE(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0,
+                    "_roi_align_backward: input sizes (batch_size, channels, height, width) must be non-negative, "
+                    "got (", batch_size, ", ", channels, ", ", height, ", ", width, ")");
+  check_map_size("_roi_align_backward", height, width);
+  TORCH_CHECK_VALUE(grad.dim() == 4 && detail::size_holds(grad.sym_size(0).sym_eq(rois.sym_size(0))) &&
+                        detail::size_holds(grad.sym_size(1).sym_eq(channels)) &&
+                        detail::size_holds(grad.sym_size(2).sym_eq(pooled_height)) &&
+                        detail::size_holds(grad.sym_size(3).sym_eq(pooled_width)),
+                    "_roi_align_backward: grad must be a Tensor[K, C, pooled_height, pooled_width] = [",
+                    rois.sym_size(0), ", ", channels, ", ", pooled_height, ", ", pooled_width, "], got shape ",
+                    grad.sym_sizes());
 }
 
 }  // namespace roi_align_detail

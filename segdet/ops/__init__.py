@@ -1,4 +1,21 @@
-"""segdet's compiled operators, drop-in compatible with torchvision.ops where both have the op."""
+"""segdet's compiled operators, drop-in compatible with torchvision.ops where both have the op.
+
+Error contract, the same for every op (roi_align, _roi_align_backward, nms, batched_nms,
+decode_boxes, paste_masks), whether called through these wrappers, as ``torch.ops.segdet.*``, or
+traced by ``torch.compile``/``torch.export`` (the fake kernels run the same checks):
+
+* ``ValueError``: a wrong rank or shape, a bad size or value (``output_size <= 0``, weights that
+  are not finite and positive, a negative image size, ...), or tensors on different devices.
+  A device mismatch is a ValueError, not torch's RuntimeError, so that every mistake in the
+  arguments is a ValueError or a TypeError and RuntimeError is left to failures of the op itself.
+* ``TypeError``: an unsupported dtype, dtypes that must agree and do not, or a Python argument of
+  the wrong type (a list where a Tensor is expected, a float output_size).
+
+Messages start with the op's name and name the argument and the shape or value expected. Each
+check is written once: tensor checks in C++ (``detail::check_*`` in csrc/ops/<op>.h, run first by
+every backend's kernel and, through ``segdet._C.check_*``, by the fake kernels), Python-type checks
+in the wrapper. The one check that reads tensor data, roi_align's batch index, is the CPU kernel's.
+"""
 from .decode_boxes import decode_boxes
 from .nms import batched_nms, nms
 from .paste_masks import paste_masks

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-DEFAULT_BBOX_XFORM_CLIP = math.log(1000.0 / 16)
+from segdet import _C  # loads the op; check_* are the ops' argument checks
 
-_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+DEFAULT_BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 
 
 def decode_boxes(
@@ -50,7 +50,7 @@ def decode_boxes(
     the clamp was active, as for torch.clamp.
     """
     _check_args(rel_codes, boxes, weights, bbox_xform_clip, image_size)
-    size = None if image_size is None else [image_size[0], image_size[1]]
+    size = None if image_size is None else list(image_size)
     return torch.ops.segdet.decode_boxes.default(
         rel_codes, boxes, [float(w) for w in weights], float(bbox_xform_clip), size
     )
@@ -61,67 +61,29 @@ def _is_int(value) -> bool:
 
 
 def _check_args(rel_codes, boxes, weights, bbox_xform_clip, image_size) -> None:
+    # Python types only: the op checks shapes, dtypes, devices and values (csrc/ops/decode_boxes.h).
     for name, tensor in (("rel_codes", rel_codes), ("boxes", boxes)):
         if not isinstance(tensor, Tensor):
             raise TypeError(f"decode_boxes: {name} must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.dtype not in _FLOAT_DTYPES:
-            raise TypeError(
-                f"decode_boxes: {name} must be float32, float64, float16 or bfloat16, got {tensor.dtype}"
-            )
-    if rel_codes.dim() != 2 or rel_codes.shape[1] % 4 != 0:
-        raise ValueError(
-            "decode_boxes: rel_codes must be a 2-D tensor [N, 4*K] of (dx, dy, dw, dh) per class, "
-            f"got shape {tuple(rel_codes.shape)}"
-        )
-    if boxes.dim() != 2 or boxes.shape[1] != 4:
-        raise ValueError(
-            f"decode_boxes: boxes must be a 2-D tensor [N, 4] of (x1, y1, x2, y2), got shape {tuple(boxes.shape)}"
-        )
-    if rel_codes.shape[0] != boxes.shape[0]:
-        raise ValueError(
-            f"decode_boxes: rel_codes has {rel_codes.shape[0]} rows but boxes has {boxes.shape[0]}; "
-            "expected one reference box per row"
-        )
-    if boxes.dtype != rel_codes.dtype:
-        raise TypeError(
-            f"decode_boxes: boxes dtype ({boxes.dtype}) must match rel_codes dtype ({rel_codes.dtype}); "
-            "cast one of them"
-        )
-    if boxes.device != rel_codes.device:
-        raise ValueError(
-            f"decode_boxes: boxes device ({boxes.device}) must match rel_codes device ({rel_codes.device})"
-        )
     if (
         isinstance(weights, (str, bytes))
         or not isinstance(weights, Sequence)
-        or len(weights) != 4
         or not all(isinstance(w, numbers.Real) and not isinstance(w, bool) for w in weights)
     ):
         raise TypeError(f"decode_boxes: weights must be 4 numbers (wx, wy, ww, wh), got {weights!r}")
-    if not all(0 < w < math.inf for w in weights):  # False for NaN too
-        raise ValueError(f"decode_boxes: weights must be finite and positive, got {tuple(weights)}")
     if not isinstance(bbox_xform_clip, numbers.Real) or isinstance(bbox_xform_clip, bool):
         raise TypeError(f"decode_boxes: bbox_xform_clip must be a number, got {bbox_xform_clip!r}")
-    if bbox_xform_clip != bbox_xform_clip:  # NaN; math.isnan breaks torch.compile's tracing
-        raise ValueError("decode_boxes: bbox_xform_clip must not be NaN")
-    if image_size is not None:
-        if (
-            isinstance(image_size, (str, bytes))
-            or not isinstance(image_size, Sequence)
-            or len(image_size) != 2
-            or not all(_is_int(s) for s in image_size)
-        ):
-            raise TypeError(f"decode_boxes: image_size must be two ints (height, width) or None, got {image_size!r}")
-        if not all(s > 0 for s in image_size):
-            raise ValueError(f"decode_boxes: image_size must be positive (height, width), got {tuple(image_size)}")
+    if image_size is not None and (
+        isinstance(image_size, (str, bytes))
+        or not isinstance(image_size, Sequence)
+        or not all(_is_int(s) for s in image_size)
+    ):
+        raise TypeError(f"decode_boxes: image_size must be two ints (height, width) or None, got {image_size!r}")
 
 
 @torch.library.register_fake("segdet::decode_boxes")
 def _decode_boxes_fake(rel_codes, boxes, weights, bbox_xform_clip, image_size):
-    torch._check(rel_codes.dim() == 2 and rel_codes.shape[1] % 4 == 0, lambda: "rel_codes must be [N, 4*K]")
-    torch._check(boxes.dim() == 2 and boxes.shape[1] == 4, lambda: "boxes must be [N, 4]")
-    torch._check(rel_codes.shape[0] == boxes.shape[0], lambda: "rel_codes and boxes must have the same N")
-    torch._check(rel_codes.dtype == boxes.dtype, lambda: "rel_codes and boxes must have the same dtype")
+    _C.check_decode_boxes_args(rel_codes, boxes, weights, bbox_xform_clip, image_size)
     return rel_codes.new_empty(rel_codes.shape)
 
 
@@ -139,15 +101,16 @@ def _backward(ctx, grad):
     clip = ctx.bbox_xform_clip
     dtype = rel_codes.dtype
     work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-    n = rel_codes.shape[0]
-    deltas = rel_codes.to(work).reshape(n, -1, 4)
-    grad = grad.to(work).reshape(n, -1, 4)
+    # Explicit class count: reshape cannot infer a -1 from zero boxes.
+    n, k = rel_codes.shape[0], rel_codes.shape[1] // 4
+    deltas = rel_codes.to(work).reshape(n, k, 4)
+    grad = grad.to(work).reshape(n, k, 4)
 
     if ctx.image_size is not None:
         # Clipping passes the gradient only where the unclipped coordinate lay inside the image
         # (bounds included, as torch.clamp's backward does).
         unclipped = torch.ops.segdet.decode_boxes.default(rel_codes, boxes, list(ctx.weights), clip, None)
-        unclipped = unclipped.to(work).reshape(n, -1, 4)
+        unclipped = unclipped.to(work).reshape(n, k, 4)
         height, width = ctx.image_size
         limit = unclipped.new_tensor([width, height, width, height])
         grad = grad * ((unclipped >= 0) & (unclipped <= limit))

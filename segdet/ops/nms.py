@@ -24,9 +24,12 @@ import numbers
 import torch
 from torch import Tensor
 
+from segdet import _C  # loads the ops; check_* are their argument checks (csrc/ops/nms.h)
+
 __all__ = ["batched_nms", "nms"]
 
 
+# The wrappers check only what the schema cannot express (Python types); the op checks the tensors.
 def _check_threshold(op: str, iou_threshold) -> float:
     if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real):
         raise TypeError(f"{op}: iou_threshold must be a real number, got {type(iou_threshold).__name__}")
@@ -73,39 +76,15 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     return torch.ops.segdet.batched_nms(boxes, scores, idxs, _check_threshold("batched_nms", iou_threshold))
 
 
-def _check_fake_args(op: str, boxes_name: str, boxes: Tensor, scores: Tensor) -> None:
-    # Same conditions as detail::check_nms_args in csrc/ops/nms.h, so tracing fails early.
-    if boxes.dim() != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{op}: {boxes_name} must be a 2-D tensor [N, 4] of (x1, y1, x2, y2), "
-                         f"got shape {tuple(boxes.shape)}")
-    if scores.dim() != 1:
-        raise ValueError(f"{op}: scores must be a 1-D tensor [N], got shape {tuple(scores.shape)}")
-    torch._check(boxes.shape[0] == scores.shape[0],
-                 lambda: f"{op}: {boxes_name} and scores must have the same length N")
-    if not boxes.dtype.is_floating_point:
-        raise TypeError(f"{op}: {boxes_name} must be floating point, got {boxes.dtype}")
-    if scores.dtype != boxes.dtype:
-        raise TypeError(f"{op}: scores dtype ({scores.dtype}) must match {boxes_name} dtype ({boxes.dtype})")
-    if scores.device != boxes.device:
-        raise ValueError(f"{op}: scores device ({scores.device}) must match {boxes_name} device ({boxes.device})")
-
-
 @torch.library.register_fake("segdet::nms")
 def _nms_fake(dets: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    _check_fake_args("nms", "dets", dets, scores)
+    _C.check_nms_args(dets, scores)
     num_kept = torch.library.get_ctx().new_dynamic_size()
     return dets.new_empty((num_kept,), dtype=torch.int64)
 
 
 @torch.library.register_fake("segdet::batched_nms")
 def _batched_nms_fake(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    _check_fake_args("batched_nms", "boxes", boxes, scores)
-    if idxs.dim() != 1:
-        raise ValueError(f"batched_nms: idxs must be a 1-D tensor [N], got shape {tuple(idxs.shape)}")
-    torch._check(idxs.shape[0] == boxes.shape[0], lambda: "batched_nms: idxs must have one category per box")
-    if idxs.dtype.is_floating_point or idxs.dtype.is_complex or idxs.dtype == torch.bool:
-        raise TypeError(f"batched_nms: idxs must be an integer tensor, got {idxs.dtype}")
-    if idxs.device != boxes.device:
-        raise ValueError(f"batched_nms: idxs device ({idxs.device}) must match boxes device ({boxes.device})")
+    _C.check_batched_nms_args(boxes, scores, idxs)
     num_kept = torch.library.get_ctx().new_dynamic_size()
     return boxes.new_empty((num_kept,), dtype=torch.int64)

@@ -8,7 +8,7 @@ import numbers
 import torch
 from torch import Tensor
 
-_FLOAT_DTYPES = (torch.float32, torch.float64)
+from segdet import _C  # loads the op; check_* are the ops' argument checks
 
 
 def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int, threshold: float = 0.5) -> Tensor:
@@ -43,39 +43,18 @@ def _is_int(value) -> bool:
 
 
 def _check_args(masks, boxes, height, width, threshold) -> None:
+    # Python types only: the op checks shapes, dtypes, devices and sizes (csrc/ops/paste_masks.h).
     for name, tensor in (("masks", masks), ("boxes", boxes)):
         if not isinstance(tensor, Tensor):
             raise TypeError(f"paste_masks: {name} must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"paste_masks: {name} must be float32 or float64, got {tensor.dtype}")
-    if masks.dim() != 3 or masks.shape[1] != masks.shape[2] or masks.shape[1] == 0:
-        raise ValueError(
-            f"paste_masks: masks must be a 3-D tensor [D, S, S] of square masks (S > 0), got shape {tuple(masks.shape)}"
-        )
-    if boxes.dim() != 2 or boxes.shape[1] != 4:
-        raise ValueError(
-            f"paste_masks: boxes must be a 2-D tensor [D, 4] of (x1, y1, x2, y2), got shape {tuple(boxes.shape)}"
-        )
-    if masks.shape[0] != boxes.shape[0]:
-        raise ValueError(
-            f"paste_masks: masks has {masks.shape[0]} masks but boxes has {boxes.shape[0]} rows; "
-            "expected one box per mask"
-        )
-    if boxes.device != masks.device:
-        raise ValueError(f"paste_masks: boxes device ({boxes.device}) must match masks device ({masks.device})")
     for name, value in (("height", height), ("width", width)):
         if not _is_int(value):
             raise TypeError(f"paste_masks: {name} must be an int (pixels), got {value!r}")
-        if value < 0:
-            raise ValueError(f"paste_masks: {name} must be >= 0, got {value}")
     if not isinstance(threshold, numbers.Real) or isinstance(threshold, bool):
         raise TypeError(f"paste_masks: threshold must be a number, got {threshold!r}")
 
 
 @torch.library.register_fake("segdet::paste_masks")
 def _paste_masks_fake(masks, boxes, height, width, threshold):
-    torch._check(masks.dim() == 3 and masks.shape[1] == masks.shape[2], lambda: "masks must be [D, S, S]")
-    torch._check(boxes.dim() == 2 and boxes.shape[1] == 4, lambda: "boxes must be [D, 4]")
-    torch._check(masks.shape[0] == boxes.shape[0], lambda: "masks and boxes must have the same D")
-    torch._check(height >= 0 and width >= 0, lambda: "height and width must be >= 0")
+    _C.check_paste_masks_args(masks, boxes, height, width)
     return masks.new_empty((masks.shape[0], height, width), dtype=torch.bool)

@@ -7,22 +7,22 @@ autograd formula: the gradient flows to ``input`` only, never to the boxes.
 """
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-import segdet  # noqa: F401  (loads segdet._C, which defines torch.ops.segdet.roi_align)
+from segdet import _C  # loads the ops; check_* are their argument checks (csrc/ops/roi_align.h)
 from segdet.structures.boxes import boxes_to_rois
 
 __all__ = ["RoIAlign", "roi_align"]
 
 BoxesLike = Union[Tensor, Sequence[Tensor]]
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def _pair(output_size) -> tuple[int, int]:
+    # Only the Python form is checked here; positivity is checked by the op (csrc/ops/roi_align.h).
     if isinstance(output_size, (list, tuple)):
         if len(output_size) != 2:
             raise ValueError(f"roi_align: output_size must be an int or a pair (height, width), got {output_size!r}")
@@ -32,8 +32,6 @@ def _pair(output_size) -> tuple[int, int]:
     for v in (height, width):
         if isinstance(v, bool) or not isinstance(v, (Integral, torch.SymInt)):
             raise TypeError(f"roi_align: output_size must hold ints, got {output_size!r}")
-        if v <= 0:
-            raise ValueError(f"roi_align: output_size must be positive, got {output_size!r}")
     return height, width
 
 
@@ -76,8 +74,11 @@ def roi_align(
         Bins of boxes with non-finite coordinates are zero (torchvision's behaviour there is undefined).
 
     Raises:
-        RuntimeError: bad shapes/dtypes/devices, or (CPU) a batch index outside [0, N). The CUDA
-            kernel cannot raise on data without a device sync: such RoIs pool to zeros there.
+        ValueError: a bad shape, size or value (output_size <= 0), tensors on different devices,
+            or (CPU) a batch index outside [0, N). The CUDA kernel cannot raise on data without a
+            device sync: such RoIs pool to zeros there.
+        TypeError: an unsupported dtype, rois' dtype differing from input's, or an argument of
+            the wrong Python type.
     """
     if not isinstance(input, Tensor):
         raise TypeError(f"roi_align: input must be a Tensor[N, C, H, W], got {type(input)}")
@@ -123,27 +124,9 @@ def _uses_channels_last(t: Tensor) -> bool:
     return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
-def _check_rois(rois: Tensor, other: Tensor, other_name: str) -> None:
-    torch._check(
-        rois.dim() == 2 and rois.shape[1] == 5,
-        lambda: f"roi_align: rois must be a Tensor[K, 5] of (batch_index, x1, y1, x2, y2), got shape {tuple(rois.shape)}",
-    )
-    torch._check(
-        rois.dtype == other.dtype,
-        lambda: f"roi_align: rois dtype ({rois.dtype}) must match {other_name} dtype ({other.dtype})",
-    )
-    torch._check(
-        rois.device == other.device,
-        lambda: f"roi_align: rois device ({rois.device}) must match {other_name} device ({other.device})",
-    )
-
-
 @torch.library.register_fake("segdet::roi_align")
 def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    torch._check(input.dim() == 4, lambda: f"roi_align: input must be a Tensor[N, C, H, W], got {tuple(input.shape)}")
-    torch._check(input.dtype in _DTYPES, lambda: f"roi_align: input must be floating point, got {input.dtype}")
-    _check_rois(rois, input, "input")
-    torch._check(pooled_height > 0 and pooled_width > 0, lambda: "roi_align: output_size must be positive")
+    _C.check_roi_align_args(input, rois, pooled_height, pooled_width)
     fmt = torch.channels_last if _uses_channels_last(input) else torch.contiguous_format
     shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
     return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=fmt)
@@ -153,11 +136,7 @@ def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sam
 def _roi_align_backward_fake(
     grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio, aligned
 ):
-    _check_rois(rois, grad, "grad")
-    torch._check(
-        grad.dim() == 4 and grad.shape[1] == channels,
-        lambda: f"_roi_align_backward: grad must be a Tensor[K, C, pooled_height, pooled_width], got {tuple(grad.shape)}",
-    )
+    _C.check_roi_align_backward_args(grad, rois, pooled_height, pooled_width, batch_size, channels, height, width)
     fmt = torch.channels_last if _uses_channels_last(grad) else torch.contiguous_format
     return torch.empty((batch_size, channels, height, width), dtype=grad.dtype, device=grad.device, memory_format=fmt)
 

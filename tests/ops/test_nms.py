@@ -297,75 +297,41 @@ def test_single_box():
     assert nms(torch.tensor([[1.0, 1, 2, 2]]), torch.tensor([0.3]), 0.5).tolist() == [0]
 
 
-BOXES = torch.tensor([[0.0, 0, 1, 1], [0, 0, 2, 2]])
-SCORES = torch.tensor([0.5, 0.6])
-IDXS = torch.tensor([0, 1])
-
-
-@pytest.mark.parametrize(
-    "args, error, match",
-    [
-        ((BOXES[:, :3], SCORES, 0.5), ValueError, r"dets must be a 2-D tensor \[N, 4\]"),
-        ((BOXES.flatten(), SCORES, 0.5), ValueError, r"dets must be a 2-D tensor \[N, 4\]"),
-        ((BOXES, SCORES[:, None], 0.5), ValueError, r"scores must be a 1-D tensor \[N\]"),
-        ((BOXES, SCORES[:1], 0.5), ValueError, "dets has 2 rows but scores has 1"),
-        ((BOXES.long(), SCORES.long(), 0.5), TypeError, "dets must be float64, float32"),
-        ((BOXES, SCORES.double(), 0.5), TypeError, r"scores dtype \(Double\) must match dets dtype \(Float\)"),
-        (([[0.0, 0, 1, 1]], SCORES, 0.5), TypeError, "boxes must be a torch.Tensor"),
-        ((BOXES, SCORES, "0.5"), TypeError, "iou_threshold must be a real number"),
-    ],
-)
-def test_nms_validation(args, error, match):
-    with pytest.raises(error, match=match):
-        nms(*args)
-
-
-@pytest.mark.parametrize(
-    "args, error, match",
-    [
-        ((BOXES[:, :3], SCORES, IDXS, 0.5), ValueError, r"boxes must be a 2-D tensor \[N, 4\]"),
-        ((BOXES, SCORES[:1], IDXS, 0.5), ValueError, "boxes has 2 rows but scores has 1"),
-        ((BOXES, SCORES, IDXS[:1], 0.5), ValueError, r"idxs must be a 1-D tensor \[N\]"),
-        ((BOXES, SCORES, IDXS[None], 0.5), ValueError, r"idxs must be a 1-D tensor \[N\]"),
-        ((BOXES, SCORES, IDXS.float(), 0.5), TypeError, "idxs must be an integer tensor"),
-        ((BOXES, SCORES, IDXS.bool(), 0.5), TypeError, "idxs must be an integer tensor"),
-        ((BOXES, SCORES.half(), IDXS, 0.5), TypeError, "scores dtype"),
-        ((BOXES, SCORES, [0, 1], 0.5), TypeError, "idxs must be a torch.Tensor"),
-        ((BOXES, SCORES, IDXS, None), TypeError, "iou_threshold must be a real number"),
-    ],
-)
-def test_batched_nms_validation(args, error, match):
-    with pytest.raises(error, match=match):
-        batched_nms(*args)
-
-
-def test_device_mismatch_is_reported():
-    # Meta tensors reach the fake kernel, whose checks mirror the C++ ones.
-    with pytest.raises(ValueError, match="scores device"):
-        nms(BOXES, SCORES.to("meta"), 0.5)
-    with pytest.raises(ValueError, match="idxs device"):
-        batched_nms(BOXES, SCORES, IDXS.to("meta"), 0.5)
-
-
-@pytest.mark.cuda
-def test_device_mismatch_cuda():
-    with pytest.raises(ValueError, match="scores device"):
-        nms(BOXES.cuda(), SCORES, 0.5)
-    with pytest.raises(ValueError, match="idxs device"):
-        batched_nms(BOXES.cuda(), SCORES.cuda(), IDXS, 0.5)
-
-
 # ---- opcheck -----------------------------------------------------------------------------------
+
+
+def sample_inputs(device):
+    """Argument tuples of segdet::nms for opcheck: each kind of box set, float32/float64/float16,
+    thresholds 0, 0.5 and 1, and no boxes."""
+    samples = []
+    for seed, (kind, dtype, threshold) in enumerate(
+        [("float", torch.float32, 0.5), ("integer", torch.float64, 0.0), ("duplicates", torch.float32, 1.0),
+         ("degenerate", torch.float16, 0.5)]
+    ):
+        boxes, scores = make_boxes(60, seed=12 + seed, dtype=dtype, kind=kind)
+        samples.append((boxes.to(device), scores.to(device), threshold))
+    boxes, scores, threshold = samples[0]
+    samples.append((boxes[:0], scores[:0], threshold))
+    return samples
+
+
+def batched_sample_inputs(device):
+    """segdet::batched_nms samples: the nms samples with 3 categories (int64, int32, uint8)."""
+    samples = []
+    for seed, (boxes, scores, threshold) in enumerate(sample_inputs(device)):
+        gen = torch.Generator().manual_seed(seed)
+        dtype = [torch.int64, torch.int32, torch.uint8][seed % 3]
+        idxs = torch.randint(0, 3, (boxes.shape[0],), generator=gen).to(device, dtype)
+        samples.append((boxes, scores, idxs, threshold))
+    return samples
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
-    boxes, scores = make_boxes(60, seed=12, kind="duplicates")
-    boxes, scores = boxes.to(device), scores.to(device)
-    idxs = torch.randint(0, 3, (60,), device=device)
-    torch.library.opcheck(torch.ops.segdet.nms.default, (boxes, scores, 0.5))
-    torch.library.opcheck(torch.ops.segdet.batched_nms.default, (boxes, scores, idxs, 0.5))
-    torch.library.opcheck(torch.ops.segdet.nms.default, (boxes[:0], scores[:0], 0.5))
+    for args in sample_inputs(device):
+        torch.library.opcheck(torch.ops.segdet.nms.default, args)
+    for args in batched_sample_inputs(device):
+        torch.library.opcheck(torch.ops.segdet.batched_nms.default, args)
 
 
 # ---- properties --------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Tests of segdet.ops.roi_align / RoIAlign and the segdet::roi_align, segdet::_roi_align_backward ops.
 
 Oracles: the pure-PyTorch loop reference (float64) and torchvision.ops.roi_align (float32, 1e-5).
-CUDA cases compare the GPU kernels with the CPU ones and skip without a GPU.
+CUDA cases compare the GPU kernels with the CPU ones and skip without a GPU. Argument errors:
+test_error_contract.py.
 """
 import math
 
@@ -218,16 +219,48 @@ def test_gradcheck_and_gradgradcheck_float64():
         assert torch.autograd.gradgradcheck(fn, (xg,), fast_mode=True)
 
 
+def sample_inputs(device, *, requires_grad=False):
+    """Argument tuples of segdet::roi_align for opcheck: both layouts, float32/float64, fixed and
+    adaptive sampling, both alignments, and a call without RoIs."""
+    samples = []
+    configs = [
+        (torch.float32, False, 0.5, 2, True),
+        (torch.float32, True, 0.25, -1, False),
+        (torch.float64, True, 1.0, 0, True),
+    ]
+    for seed, (dtype, channels_last, spatial_scale, sampling_ratio, aligned) in enumerate(configs):
+        x, rois = make_case(seed, spatial_scale, n=2, c=3, h=8, w=9, k=6, dtype=dtype, channels_last=channels_last)
+        x = x.to(device).requires_grad_(requires_grad)
+        samples.append((x, rois.to(device), spatial_scale, 3, 2, sampling_ratio, aligned))
+    x, rois, *rest = samples[0]
+    samples.append((x, rois[:0], *rest))
+    return samples
+
+
+def backward_sample_inputs(device, *, requires_grad=False):
+    """Argument tuples of segdet::_roi_align_backward matching each forward sample."""
+    samples = []
+    for seed, (x, rois, spatial_scale, ph, pw, sampling_ratio, aligned) in enumerate(sample_inputs(device)):
+        gen = torch.Generator().manual_seed(seed)
+        grad = torch.randn(rois.shape[0], x.shape[1], ph, pw, generator=gen, dtype=torch.float64).to(device, x.dtype)
+        if roi_align_uses_channels_last(x):
+            grad = grad.contiguous(memory_format=torch.channels_last)
+        grad.requires_grad_(requires_grad)
+        samples.append((grad, rois, spatial_scale, ph, pw, *x.shape, sampling_ratio, aligned))
+    return samples
+
+
+def roi_align_uses_channels_last(x):
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_opcheck(device, channels_last):
-    x, rois = make_case(10, 0.5, n=2, c=3, h=8, w=9, k=6, channels_last=channels_last)
-    x, rois = x.to(device).requires_grad_(True), rois.to(device)
-    torch.library.opcheck(torch.ops.segdet.roi_align.default, (x, rois, 0.5, 3, 2, 2, True))
-    grad = torch.randn(6, 3, 3, 2, device=device, requires_grad=True)
-    if channels_last:
-        grad = grad.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
-    torch.library.opcheck(torch.ops.segdet._roi_align_backward.default, (grad, rois, 0.5, 3, 2, 2, 3, 8, 9, -1, False))
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(device, requires_grad):
+    for args in sample_inputs(device, requires_grad=requires_grad):
+        torch.library.opcheck(torch.ops.segdet.roi_align.default, args)
+    for args in backward_sample_inputs(device, requires_grad=requires_grad):
+        torch.library.opcheck(torch.ops.segdet._roi_align_backward.default, args)
 
 
 def test_torch_compile_fullgraph():
@@ -335,53 +368,3 @@ def test_cuda_out_of_range_batch_index_is_zero():
     torch.testing.assert_close(out[2:], roi_align(x, rois[2:], 2))
     out.sum().backward()
     assert torch.all(x.grad[0] == 0)
-
-
-# ---- argument validation --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "make_args,error,match",
-    [
-        (lambda x, r: (x[0], r, 2), RuntimeError, r"input must be a Tensor\[N, C, H, W\]"),
-        (lambda x, r: (x, r[:, :4], 2), RuntimeError, r"rois must be a Tensor\[K, 5\]"),
-        (lambda x, r: (x, r[0], 2), RuntimeError, r"rois must be a Tensor\[K, 5\]"),
-        (lambda x, r: (x, r.double(), 2), RuntimeError, "rois dtype"),
-        (lambda x, r: (x.int(), r.int(), 2), RuntimeError, "input must be float32, float64, float16 or bfloat16"),
-        (lambda x, r: (x, r, 0), ValueError, "output_size must be positive"),
-        (lambda x, r: (x, r, (3, -1)), ValueError, "output_size must be positive"),
-        (lambda x, r: (x, r, (3, 2, 1)), ValueError, "output_size must be an int or a pair"),
-        (lambda x, r: (x, r, 2.5), TypeError, "output_size must hold ints"),
-        (lambda x, r: (x.numpy(), r, 2), TypeError, "input must be a Tensor"),
-        (lambda x, r: (x, r.numpy(), 2), TypeError, "boxes must be a Tensor"),
-        (lambda x, r: (x, [r[:, 1:], r], 2), ValueError, r"boxes\[1\] must be a Tensor\[L, 4\]"),
-        (lambda x, r: (x, torch.tensor([[2, 0, 0, 1, 1.0]]), 2), RuntimeError, r"rois\[0, 0\] = 2 is not a batch"),
-        (lambda x, r: (x, torch.tensor([[0, 0, 0, 1, 1.0], [-1, 0, 0, 1, 1.0]]), 2), RuntimeError, r"rois\[1, 0\]"),
-        (lambda x, r: (x, torch.tensor([[math.nan, 0, 0, 1, 1.0]]), 2), RuntimeError, "is not a batch index"),
-    ],
-)
-def test_bad_arguments_raise(make_args, error, match):
-    x = torch.randn(2, 3, 8, 8)
-    rois = torch.tensor([[0, 0, 0, 4, 4.0], [1, 1, 1, 6, 7.0]])
-    with pytest.raises(error, match=match):
-        roi_align(*make_args(x, rois))
-
-
-def test_op_level_validation():
-    x = torch.randn(2, 3, 8, 8)
-    rois = torch.tensor([[0, 0, 0, 4, 4.0]])
-    with pytest.raises(RuntimeError, match="output_size must be positive"):
-        torch.ops.segdet.roi_align(x, rois, 1.0, 0, 2, -1, False)
-    with pytest.raises(RuntimeError, match=r"grad must be a Tensor\[K, C, pooled_height, pooled_width\]"):
-        torch.ops.segdet._roi_align_backward(torch.randn(1, 3, 2, 3), rois, 1.0, 2, 2, 2, 3, 8, 8, -1, False)
-    with pytest.raises(RuntimeError, match="input sizes must be non-negative"):
-        torch.ops.segdet._roi_align_backward(torch.randn(1, 3, 2, 2), rois, 1.0, 2, 2, -2, 3, 8, 8, -1, False)
-    with pytest.raises(RuntimeError, match=r"rois\[0, 0\] = 0 is not a batch index"):
-        torch.ops.segdet._roi_align_backward(torch.randn(1, 3, 2, 2), rois, 1.0, 2, 2, 0, 3, 8, 8, -1, False)
-
-
-@needs_cuda
-@pytest.mark.cuda
-def test_device_mismatch_raises():
-    with pytest.raises(RuntimeError, match="rois device"):
-        roi_align(torch.randn(1, 2, 4, 4, device="cuda"), torch.tensor([[0, 0, 0, 2, 2.0]]), 2)

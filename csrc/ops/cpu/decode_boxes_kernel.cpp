@@ -63,20 +63,20 @@ void decode_rows(const scalar_t* rel_codes, const scalar_t* boxes, scalar_t* out
 at::Tensor decode_boxes_cpu(const at::Tensor& rel_codes, const at::Tensor& boxes, at::ArrayRef<double> weights,
                             double bbox_xform_clip, at::OptionalIntArrayRef image_size) {
   detail::check_decode_boxes_args(rel_codes, boxes, weights, image_size);
-  TORCH_CHECK(rel_codes.device().is_cpu(), "decode_boxes: CPU kernel got rel_codes on ", rel_codes.device());
 
   const auto rel = rel_codes.contiguous();
   const auto ref = boxes.contiguous();
   auto out = at::empty_like(rel, at::MemoryFormat::Contiguous);
   const int64_t num_boxes = rel.size(0);
   const int64_t num_classes = rel.size(1) / 4;
-  if (out.numel() == 0) {
-    return out;
-  }
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rel.scalar_type(), "decode_boxes_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    // Before the early return: make_decode_params also checks bbox_xform_clip.
     const auto params = detail::make_decode_params<acc_t>(weights, bbox_xform_clip, image_size);
+    if (out.numel() == 0) {
+      return;
+    }
     decode_rows<scalar_t>(rel.const_data_ptr<scalar_t>(), ref.const_data_ptr<scalar_t>(),
                           out.mutable_data_ptr<scalar_t>(), num_boxes, num_classes, params);
   });

@@ -324,7 +324,6 @@ at::Tensor kept_in_score_order(const at::Tensor& keep, const at::Tensor& order) 
 
 at::Tensor nms_kernel(const at::Tensor& dets, const at::Tensor& scores, double iou_threshold) {
   detail::check_nms_args("nms", "dets", dets, scores);
-  TORCH_CHECK_VALUE(dets.device().is_cpu(), "nms: the CPU kernel got dets on ", dets.device());
   if (dets.size(0) == 0) {
     return at::empty({0}, dets.options().dtype(at::kLong));
   }
@@ -343,7 +342,6 @@ at::Tensor nms_kernel(const at::Tensor& dets, const at::Tensor& scores, double i
 at::Tensor batched_nms_kernel(const at::Tensor& boxes_in, const at::Tensor& scores, const at::Tensor& idxs,
                               double iou_threshold) {
   detail::check_batched_nms_args(boxes_in, scores, idxs);
-  TORCH_CHECK_VALUE(boxes_in.device().is_cpu(), "batched_nms: the CPU kernel got boxes on ", boxes_in.device());
   if (boxes_in.size(0) == 0) {
     return at::empty({0}, boxes_in.options().dtype(at::kLong));
   }

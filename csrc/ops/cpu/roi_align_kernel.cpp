@@ -18,7 +18,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
@@ -302,17 +301,11 @@ void backward_blocks(const T* grad, T* grad_input, bool nhwc, const RoiTaps<T>& 
   });
 }
 
-void check_map_size(int64_t H, int64_t W) {
-  TORCH_CHECK(H < INT_MAX && W < INT_MAX, "roi_align: input height and width must be below 2^31, got ", H, " x ",
-              W);
-}
-
 at::Tensor roi_align_forward_kernel(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                                     int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                                     bool aligned) {
   roi_align_detail::check_forward_args(input, rois, pooled_height, pooled_width);
   const Geometry g{input.size(0), input.size(1), input.size(2), input.size(3), pooled_height, pooled_width};
-  check_map_size(g.H, g.W);
   const bool nhwc = roi_align_detail::use_channels_last(input);
   const auto format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor in = input.contiguous(format);
@@ -322,10 +315,11 @@ at::Tensor roi_align_forward_kernel(const at::Tensor& input, const at::Tensor& r
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     if (output.numel() == 0) {
-      batch_indices<scalar_t>(r, g.N);
+      check_batch_indices<scalar_t>("roi_align", r, g.N);
       return;
     }
-    const RoiTaps<acc_t> taps = build_taps<scalar_t, acc_t>(r, g, spatial_scale, sampling_ratio, aligned);
+    const RoiTaps<acc_t> taps =
+        build_taps<scalar_t, acc_t>("roi_align", r, g, spatial_scale, sampling_ratio, aligned);
     forward_blocks<scalar_t, acc_t>(in.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>(), nhwc, taps, g);
   });
   return output;
@@ -337,7 +331,6 @@ at::Tensor roi_align_backward_kernel(const at::Tensor& grad, const at::Tensor& r
                                      bool aligned) {
   roi_align_detail::check_backward_args(grad, rois, pooled_height, pooled_width, batch_size, channels, height,
                                         width);
-  check_map_size(height, width);
   if (grad.scalar_type() == at::kHalf || grad.scalar_type() == at::kBFloat16) {
     // Accumulate the scattered gradient in float and round once.
     return roi_align_backward_kernel(grad.to(at::kFloat), rois.to(at::kFloat), spatial_scale, pooled_height,
@@ -353,11 +346,12 @@ at::Tensor roi_align_backward_kernel(const at::Tensor& grad, const at::Tensor& r
   at::Tensor grad_input = at::empty({g.N, g.C, g.H, g.W}, grad.options().memory_format(format));
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward_cpu", [&] {
     if (grad.numel() == 0 || grad_input.numel() == 0) {
-      batch_indices<scalar_t>(r, g.N);
+      check_batch_indices<scalar_t>("_roi_align_backward", r, g.N);
       grad_input.zero_();
       return;
     }
-    const RoiTaps<scalar_t> taps = build_taps<scalar_t, scalar_t>(r, g, spatial_scale, sampling_ratio, aligned);
+    const RoiTaps<scalar_t> taps =
+        build_taps<scalar_t, scalar_t>("_roi_align_backward", r, g, spatial_scale, sampling_ratio, aligned);
     backward_blocks<scalar_t>(gr.const_data_ptr<scalar_t>(), grad_input.mutable_data_ptr<scalar_t>(), nhwc, taps, g);
   });
   return grad_input;
