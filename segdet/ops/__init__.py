@@ -16,9 +16,19 @@ check is written once: tensor checks in C++ (``detail::check_*`` in csrc/ops/<op
 every backend's kernel and, through ``segdet._C.check_*``, by the fake kernels), Python-type checks
 in the wrapper. The one check that reads tensor data, roi_align's batch index, is the CPU kernel's.
 """
+from . import check_image as _check_image  # noqa: F401  (fake kernel of the exported models' input check)
 from .decode_boxes import decode_boxes
 from .nms import batched_nms, nms
 from .paste_masks import paste_masks
 from .roi_align import RoIAlign, roi_align
 
-__all__ = ["RoIAlign", "batched_nms", "decode_boxes", "nms", "paste_masks", "roi_align"]
+__all__ = ["RoIAlign", "batched_nms", "decode_boxes", "library_path", "nms", "paste_masks", "roi_align"]
+
+
+def library_path() -> str:
+    """Path of the shared library holding segdet's compiled ops: ``torch.ops.load_library(library_path())``
+    registers ``torch.ops.segdet.*`` in a process that does not import segdet (e.g. to run an exported
+    ``.pt2`` package)."""
+    from segdet import _C
+
+    return _C.__file__
