@@ -1,6 +1,7 @@
 """ctest check of examples/cpp/segdet_predict: its JSON equals the Python results of the same package.
 
 python compare_with_python.py SEGDET_PREDICT LIBSEGDET_OPS.so [PACKAGE.pt2]
+(PACKAGE: reuse one made by scripts/export.py, with at least 110 x 150 px in its size range.)
 
 Without PACKAGE, exports a random-weight maskrcnn_small (a few minutes: AOTInductor compiles). The Python side
 runs the package through torch._inductor.aoti_load_package with the same op library.
@@ -35,12 +36,17 @@ def export_random_model(path: Path) -> None:
 
 
 def main() -> int:
+    if sys.argv[1] == "--export":  # the child process: this one must not import segdet (its _C defines the ops)
+        export_random_model(Path(sys.argv[2]))
+        return 0
     binary, library = sys.argv[1], sys.argv[2]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         package = Path(sys.argv[3]) if len(sys.argv) > 3 else tmp / "model.pt2"
         if len(sys.argv) <= 3:
-            export_random_model(package)
+            # Exported in a child process: importing segdet here would register the ops a second time when the
+            # op library is loaded below (two libraries defining segdet::* abort the process).
+            subprocess.run([sys.executable, __file__, "--export", str(package)], check=True, timeout=1800)
         torch.ops.load_library(library)
         model = torch._inductor.aoti_load_package(str(package))
         names = json.loads(model.get_metadata()["segdet.class_names"])
