@@ -144,14 +144,48 @@ def get_extensions():
     ]
 
 
+BASE_VERSION = "0.1.0"
+BUILD_INFO = os.path.join(ROOT, "segdet", "_build_info.py")
+
+
+def build_version(torch_version: str, cuda_version: str | None) -> tuple[str, str]:
+    """(segdet version with the torch/CUDA build as its local tag, the torch requirement).
+
+    "2.14.1+cu130" with CUDA kernels built for 13.0 -> ("0.1.0+pt2.14.1cu130", "torch==2.14.1");
+    CPU kernels only -> "0.1.0+pt2.14.1cpu". The requirement names the release without its local tag: pip
+    then accepts torch's CPU and CUDA builds of that release, and segdet checks the release at import.
+    """
+    release = torch_version.split("+")[0]
+    build = "cu" + cuda_version.replace(".", "") if cuda_version else "cpu"
+    return f"{BASE_VERSION}+pt{release}{build}", f"torch=={release}"
+
+
+def write_build_info(torch_version: str, version: str, with_cuda: bool) -> None:
+    """segdet/_build_info.py: what the extension was compiled against, read by segdet._extension at import."""
+    text = (
+        '"""Written by setup.py at build time: the torch the compiled extension was built against."""\n'
+        f"TORCH_VERSION = {torch_version!r}\nVERSION = {version!r}\nWITH_CUDA = {with_cuda!r}\n"
+    )
+    old = open(BUILD_INFO).read() if os.path.exists(BUILD_INFO) else None
+    if old != text:  # unchanged content keeps the file's mtime, so incremental builds stay incremental
+        with open(BUILD_INFO, "w") as f:
+            f.write(text)
+
+
 def main():
     # get_extensions() sets CUDA_HOME, which torch.utils.cpp_extension reads once, at import.
     ext_modules = get_extensions()
+    import torch
     from torch.utils.cpp_extension import BuildExtension
 
+    with_cuda = any("WITH_CUDA" in dict(e.define_macros) for e in ext_modules)
+    version, torch_requirement = build_version(torch.__version__, torch.version.cuda if with_cuda else None)
+    write_build_info(torch.__version__, version, with_cuda)
     setup(
         name="segdet",
-        version="0.1.0",
+        version=version,
+        install_requires=[torch_requirement, "numpy", "pycocotools", "hydra-core>=1.3", "Pillow", "tqdm",
+                          "tensorboard"],
         description="Mask R-CNN instance segmentation with C++/CUDA kernels for PyTorch",
         packages=find_packages(include=["segdet", "segdet.*"]),
         python_requires=">=3.10",

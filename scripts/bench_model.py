@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_model.py --quick --json out.json   # small smoke run
     .venv/bin/python scripts/bench_model.py --mode train --reps 3 --device cuda
     .venv/bin/python scripts/bench_model.py --amp bf16              # adds segdet under bf16 autocast
+    .venv/bin/python scripts/bench_model.py --mode inference --aoti   # + segdet's AOTInductor package
 
 torchvision's model is built exactly as maskrcnn_resnet50_fpn builds it with pretrained weights
 (FrozenBatchNorm, trainable_backbone_layers=3), given random weights perturbed so that it detects
@@ -131,6 +132,35 @@ def machine_info(device: str) -> dict:
     return info
 
 
+def aoti_call(model, image: torch.Tensor, device: str):
+    """(no-argument function running model's AOTInductor package on ``image``, {"export_s", "compile_s"}).
+
+    The package takes uint8 images: ``image`` (float in [0, 1]) is quantised once, before timing; the eager
+    models keep the float image (the difference is one division in the preprocessing)."""
+    import tempfile
+
+    from segdet.export import compile_package, export_model, package_metadata
+
+    h, w = image.shape[-2:]
+    side = max(h, w)
+    t0 = time.perf_counter()
+    ep = export_model(model, min_side=32, max_side=side)
+    t1 = time.perf_counter()
+    path = os.path.join(tempfile.mkdtemp(prefix="segdet-bench-"), "model.pt2")
+    meta = package_metadata(num_classes=model.num_classes, class_names=[str(i) for i in range(model.num_classes)],
+                            label_to_category_id=None, min_side=32, max_side=side)
+    compile_package(ep, path, meta)
+    t2 = time.perf_counter()
+    package = torch._inductor.aoti_load_package(path)
+    u8 = (image * 255).round().clamp(0, 255).to(torch.uint8)
+
+    def run():
+        with torch.no_grad():
+            return package(u8)
+
+    return run, {"export_s": t1 - t0, "compile_s": t2 - t1}
+
+
 def run(args) -> dict:
     height, width = args.size
     device = args.device
@@ -160,7 +190,11 @@ def run(args) -> dict:
         candidates = {"segdet": inference_call(ours, images), "torchvision": inference_call(tv, images)}
         if amp is not None:
             candidates[f"segdet-{args.amp}"] = inference_call(ours, images, amp=amp)
-        detections = {name: int(len(fn()[0]["boxes"])) for name, fn in candidates.items()}
+        if args.aoti:
+            candidates["segdet_aoti"], result["aoti"] = aoti_call(ours, images[0], device)
+            print(f"export {result['aoti']['export_s']:.1f} s, AOTInductor compile {result['aoti']['compile_s']:.1f} s")
+        detections = {name: int(len(fn()[0]["boxes"] if name != "segdet_aoti" else fn()[0]))
+                      for name, fn in candidates.items()}
         if args.profile:
             for name, fn in candidates.items():
                 profile(fn, f"{name} inference", args.profile)
@@ -223,6 +257,8 @@ def main(argv=None) -> int:
     parser.add_argument("--proposals", type=int, default=None, help="RPN proposals per image (default 2000/1000)")
     parser.add_argument("--rois-per-image", type=int, default=None, help="sampled RoIs per image (default 512)")
     parser.add_argument("--max-detections", type=int, default=None, help="detections per image (default 100)")
+    parser.add_argument("--aoti", action="store_true",
+                        help="also time segdet's AOTInductor package (export + compile first: minutes)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 128x192 images, 1 rep, no warm-up, 100 proposals, 64 RoIs, 10 detections")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON to PATH")

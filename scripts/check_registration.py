@@ -9,7 +9,8 @@ import sys
 
 import torch
 
-REQUIRED = ["roi_align", "_roi_align_backward", "nms", "batched_nms", "decode_boxes", "paste_masks"]
+REQUIRED = ["roi_align", "_roi_align_backward", "nms", "batched_nms", "decode_boxes", "paste_masks", "paste_masks_crops",
+            "check_image"]
 
 
 def main(argv=None) -> int:

@@ -16,7 +16,9 @@ at::Tensor paste_masks(const at::Tensor& masks, const at::Tensor& boxes, int64_t
 }
 
 TORCH_LIBRARY_FRAGMENT(segdet, m) {
-  m.def("paste_masks(Tensor masks, Tensor boxes, int height, int width, float threshold) -> Tensor");
+  // SymInt sizes: under torch.export the output image size is symbolic (dynamic H, W); an int would
+  // specialise the exported graph to the example image. Kernels still receive int64_t.
+  m.def("paste_masks(Tensor masks, Tensor boxes, SymInt height, SymInt width, float threshold) -> Tensor");
   // The same pixels as paste_masks, only each box's part inside the image: (crops, regions), crops = bool[N] the
   // row-major crops one after another, regions = int64[D, 4] (x, y, w, h) of crop i in the image.
   m.def("paste_masks_crops(Tensor masks, Tensor boxes, int height, int width, float threshold) -> (Tensor, Tensor)");

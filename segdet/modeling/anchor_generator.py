@@ -85,22 +85,33 @@ class AnchorGenerator(nn.Module):
             list (per level) of float32 Tensor[H_l * W_l * A_l, 4], x1y1x2y2 in input pixels.
             The result is cached per (image size, feature shapes, device) and shared: do not modify it.
         """
-        feature_shapes = [tuple(int(v) for v in s) for s in feature_shapes]
+        # Traced (torch.export / torch.compile with dynamic shapes) the sizes are symbolic: a cache lookup would
+        # specialise the graph to the example's size, so the grid is built in the graph instead, uncached.
+        tracing = torch.compiler.is_compiling()
+        if not tracing:
+            feature_shapes = [tuple(int(v) for v in s) for s in feature_shapes]
+        else:
+            feature_shapes = [tuple(s) for s in feature_shapes]
         if len(feature_shapes) != len(self.sizes):
             raise ValueError(
                 f"feature_shapes has {len(feature_shapes)} levels but the anchor generator has {len(self.sizes)} sizes"
             )
-        key = (tuple(int(v) for v in image_hw), tuple(feature_shapes), str(device))
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
+        if tracing:
+            key = None
+        else:
+            key = (tuple(int(v) for v in image_hw), tuple(feature_shapes), str(device))
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
         out = []
         for level, feat_hw in enumerate(feature_shapes):
             if self.strides is None:
-                stride_hw = (int(image_hw[0]) // feat_hw[0], int(image_hw[1]) // feat_hw[1])
+                stride_hw = (image_hw[0] // feat_hw[0], image_hw[1] // feat_hw[1])
             else:
                 stride_hw = (self.strides[level], self.strides[level])
             out.append(self._grid(level, feat_hw, stride_hw, device))
+        if tracing:
+            return out
         if len(self._cache) > 64:  # multi-scale training sees a bounded number of sizes; stay bounded anyway
             self._cache.clear()
         self._cache[key] = out

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 from segdet.structures import boxes_to_rois
 
@@ -101,7 +102,9 @@ class ROIPooler(nn.Module):
         out = features[0].new_zeros((rois.shape[0], num_channels) + self.output_size)
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             idx = torch.nonzero(levels == level).squeeze(1)
-            if idx.numel() == 0:
+            # Skipping an empty level only saves a kernel launch; under torch.export the count is unbacked
+            # (data-dependent) and unknown, so the traced graph always pools (roi_align takes zero RoIs).
+            if guard_or_false(idx.numel() == 0):
                 continue
             pooled = roi_align(feature, rois[idx], self.output_size, scale, self.sampling_ratio, self.aligned)
             out[idx] = pooled.to(out.dtype)

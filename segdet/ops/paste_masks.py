@@ -35,7 +35,8 @@ def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int, threshold
         bool Tensor[D, height, width] on masks' device.
     """
     _check_args(masks, boxes, height, width, threshold)
-    return torch.ops.segdet.paste_masks.default(masks, boxes, int(height), int(width), float(threshold))
+    # height/width stay SymInts when traced with a dynamic image size (the schema takes SymInt).
+    return torch.ops.segdet.paste_masks.default(masks, boxes, height, width, float(threshold))
 
 
 def _is_int(value) -> bool:
@@ -56,8 +57,16 @@ def _check_args(masks, boxes, height, width, threshold) -> None:
 
 @torch.library.register_fake("segdet::paste_masks")
 def _paste_masks_fake(masks, boxes, height, width, threshold):
-    _C.check_paste_masks_args(masks, boxes, height, width)
+    if isinstance(height, torch.SymInt) or isinstance(width, torch.SymInt):
+        # The C++ check takes concrete sizes; a symbolic one would be specialised to the example's value.
+        # The tensor checks run with placeholder sizes, the size check becomes a runtime assertion.
+        _C.check_paste_masks_args(masks, boxes, 0, 0)
+        torch._check(height >= 0, lambda: f"paste_masks: height must be >= 0, got {height}")
+        torch._check(width >= 0, lambda: f"paste_masks: width must be >= 0, got {width}")
+    else:
+        _C.check_paste_masks_args(masks, boxes, height, width)
     return masks.new_empty((masks.shape[0], height, width), dtype=torch.bool)
+
 
 
 def paste_masks_crops(masks: Tensor, boxes: Tensor, height: int, width: int,
@@ -82,10 +91,7 @@ def paste_masks_crops(masks: Tensor, boxes: Tensor, height: int, width: int,
 
 @torch.library.register_fake("segdet::paste_masks_crops")
 def _paste_masks_crops_fake(masks, boxes, height, width, threshold):
-    torch._check(masks.dim() == 3 and masks.shape[1] == masks.shape[2], lambda: "masks must be [D, S, S]")
-    torch._check(boxes.dim() == 2 and boxes.shape[1] == 4, lambda: "boxes must be [D, 4]")
-    torch._check(masks.shape[0] == boxes.shape[0], lambda: "masks and boxes must have the same D")
-    torch._check(height >= 0 and width >= 0, lambda: "height and width must be >= 0")
+    _C.check_paste_masks_args(masks, boxes, height, width)
     # The crops' total size depends on the box values.
     total = torch.library.get_ctx().new_dynamic_size()
     return (masks.new_empty((total,), dtype=torch.bool),

@@ -1,10 +1,10 @@
 """``ImageList``: images of different sizes batched into one zero-padded tensor."""
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["ImageList"]
@@ -75,10 +75,13 @@ class ImageList:
         max_h = max(h for h, _ in image_sizes)
         max_w = max(w for _, w in image_sizes)
         if size_divisibility > 1:
-            max_h = int(math.ceil(max_h / size_divisibility) * size_divisibility)
-            max_w = int(math.ceil(max_w / size_divisibility) * size_divisibility)
-        first = tensors[0]
-        batch = first.new_full((len(tensors), first.shape[0], max_h, max_w), pad_value)
-        for slot, t, (h, w) in zip(batch, tensors, image_sizes):
-            slot[:, :h, :w].copy_(t)
+            # Integer ceil-division: exact, and it keeps a symbolic size an integer expression under torch.export
+            # (math.ceil of a float would put a float op into the exported graph).
+            max_h = (max_h + size_divisibility - 1) // size_divisibility * size_divisibility
+            max_w = (max_w + size_divisibility - 1) // size_divisibility * size_divisibility
+        # Padding by F.pad (not by copying into slices of a filled batch): under torch.export the sizes are
+        # symbolic, and a slice would make the graph branch on whether an image already has the padded size.
+        batch = torch.stack(
+            [F.pad(t, (0, max_w - w, 0, max_h - h), value=pad_value) for t, (h, w) in zip(tensors, image_sizes)]
+        )
         return ImageList(batch, image_sizes)
