@@ -73,22 +73,26 @@ import torch
 import segdet
 import segdet.ops
 assert Path(segdet.__file__).resolve().is_relative_to((work / "venv").resolve()), f"imported {segdet.__file__}"
-ops = ["roi_align", "_roi_align_backward", "nms", "batched_nms", "decode_boxes", "paste_masks", "check_image"]
+ops = ["roi_align", "_roi_align_backward", "nms", "batched_nms", "decode_boxes", "paste_masks", "paste_masks_crops",
+       "check_image"]
 missing = [op for op in ops if not hasattr(torch.ops.segdet, op)]
 assert not missing, f"ops not registered: {missing}"
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
+from segdet.config import compose_model_config
 from segdet.engine.predictor import predict
 from segdet.modeling import build_model
 # Configs are read from the checkout (they are not part of the wheel); all code comes from the wheel.
-with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
-    cfg = compose("predict", ["checkpoint=x", "input=y"]).model
+cfg = compose_model_config("maskrcnn_small", conf_dir=root / "conf")
+cfg["num_classes"] = 3
 torch.manual_seed(0)
 model = build_model(cfg)
-torch.save({"model": model.state_dict(), "model_config": OmegaConf.to_container(cfg, resolve=True)}, "m.pt")
+resolved = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+torch.save({"model": model.state_dict(), "model_config": resolved}, "m.pt")
 Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)).save("img.png")
-results = predict(cfg_model=cfg, checkpoint="m.pt", input="img.png", output="out", score_threshold=0.0)
+# The model config comes from the checkpoint, as scripts/predict.py does without model=.
+results = predict(cfg_model=None, checkpoint="m.pt", input="img.png", output="out", score_threshold=0.0,
+                  num_workers=0)
 assert (Path("out") / "predictions.json").is_file() and (Path("out") / "img.png").is_file()
 print(f"segdet {segdet.__version__} from {Path(segdet.__file__).parent}: {len(ops)} ops registered, "
       f"tiny predict wrote {len(results)} detections")
