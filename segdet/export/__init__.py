@@ -28,7 +28,7 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 __all__ = ["ExportError", "InferenceWrapper", "export_model", "export_checkpoint", "package_metadata",
-           "resolve_checkpoint", "METADATA_PREFIX"]
+           "METADATA_PREFIX"]
 
 METADATA_PREFIX = "segdet."
 
@@ -63,21 +63,6 @@ class InferenceWrapper(nn.Module):
         image = torch.ops.segdet.check_image(image, self.min_side, self.max_side)
         (out,) = self.model([image])
         return out["boxes"].float(), out["scores"].float(), out["labels"].long(), out["masks"].bool()
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run directory's newest checkpoint (as scripts/eval.py takes it)."""
-    from segdet.engine.checkpoint import find_last_checkpoint
-
-    path = Path(path)
-    if path.is_dir():
-        found = find_last_checkpoint(path)
-        if found is None:
-            raise FileNotFoundError(f"checkpoint={path} is a directory without checkpoints (looked in {path}/checkpoints)")
-        return found
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    return path
 
 
 def _example_size(model: nn.Module, min_side: int, max_side: int) -> tuple[int, int]:
@@ -159,6 +144,8 @@ def export_checkpoint(*, cfg_model, checkpoint: str | os.PathLike, output: str |
     output = Path(output)
     if output.suffix != ".pt2":
         raise ValueError(f"output must be a .pt2 file, got {str(output)!r}")
+    from segdet.engine.checkpoint import resolve_checkpoint
+
     path = resolve_checkpoint(checkpoint)
     model, info = load_model(cfg_model, path, device)
     names = resolve_class_names(class_names, info, int(model.num_classes))
