@@ -65,3 +65,18 @@ def test_non_contiguous(emu_library, schedule):
     rel_codes, boxes = make_inputs(100, 2, seed=6)
     check(emu_library, rel_codes.t().contiguous().t(), boxes.t().contiguous().t(), T.BOX_HEAD_WEIGHTS,
           label="strided")
+
+
+def test_nan_clip_is_rejected_before_the_empty_return_like_the_cpu(emu_library, schedule):
+    """The CUDA glue checks bbox_xform_clip before returning early on zero boxes, as the CPU kernel does."""
+    args = (torch.empty(0, 4), torch.empty(0, 4), [1.0, 1.0, 1.0, 1.0], float("nan"), None)
+    errors = []
+    for op in (torch.ops.segdet.decode_boxes, emu_library.decode_boxes):
+        try:
+            op(*args)
+            errors.append(None)
+        except ValueError as exc:
+            errors.append(str(exc))
+    ok = errors[0] is not None and errors[0] == errors[1]
+    record("decode_boxes", ok)
+    assert ok, f"CPU and emulated CUDA disagree on a NaN bbox_xform_clip with zero boxes: {errors}"
