@@ -1,6 +1,6 @@
 """Predict instances on images: python scripts/predict.py checkpoint=PATH_OR_RUN_DIR input=IMAGES output=DIR
 [model=NAME] [recursive=true] [batch_size=N] [strict=true] [overlay_grid=true] [device=cpu|cuda] ...
-(conf/predict.yaml)
+(conf/predict.yaml). checkpoint=FILE.pt2 runs a package written by scripts/export.py instead of the eager model.
 
 Writes DIR/predictions.json (COCO results: image_id, category_id, bbox [x, y, w, h], score, RLE segmentation),
 DIR/predictions.jsonl (one line per finished image; rerunning the same command after a stop resumes) and one

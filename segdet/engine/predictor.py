@@ -399,7 +399,8 @@ def predict_files(
     run_settings: Mapping | None = None,
     amp_dtype: torch.dtype | None = None,
 ) -> list[dict]:
-    """Run ``model`` (eval mode, MaskRCNN call convention) over the image files and write the outputs.
+    """Run ``model`` (eval mode, MaskRCNN call convention: the eager model or an exported package's
+    ``segdet.export.package.PackageModel``) over the image files and write the outputs.
 
     Images are decoded in ``num_workers`` DataLoader workers and run ``batch_size`` at a time (default
     ``default_batch_size(device)``). Writes into ``output_dir``:
@@ -415,10 +416,12 @@ def predict_files(
       and outlined), and with ``overlay_grid`` also ``overlay_grid.png``, a contact sheet of the first
       ``overlay_grid_size`` images' overlays.
 
-    An unreadable file is skipped with a warning naming it; ``strict`` stops at the first instead (ValueError,
-    after writing what was done). SIGINT/SIGTERM stop after the current batch: PredictionInterrupted. Masks are
-    pasted box by box (``deferred_mask_pasting``), so D x H x W masks never exist. ``amp_dtype``: run the model
-    under torch.autocast with that dtype (boxes and scores still come back float32). Returns the COCO results list.
+    An unreadable file, or one the model refuses (a model with ``input_error(image) -> reason or None``, as a
+    package does for sizes it was not exported for), is skipped with a warning naming it; ``strict`` stops at the
+    first instead (ValueError, after writing what was done). SIGINT/SIGTERM stop after the current batch:
+    PredictionInterrupted. The eager model's masks are pasted box by box (``deferred_mask_pasting``), so D x H x W
+    masks never exist; a package returns full-image masks, encoded as they come. ``amp_dtype``: run the model under
+    torch.autocast with that dtype (boxes and scores still come back float32). Returns the COCO results list.
     """
     from segdet.utils.visualize import draw_instances
 
@@ -461,6 +464,7 @@ def predict_files(
             journal.flush()
         try:
             for batch in loader:
+                batch = _refuse_inputs(model, batch, paths)
                 good = [(i, img) for i, img, _ in batch if img is not None]
                 with autocast(device, amp_dtype):
                     outputs = model([img.to(device) for _, img in good]) if good else []
@@ -506,6 +510,21 @@ def predict_files(
         raise PredictionInterrupted(f"stopped after {total_done} of {len(paths)} images; run the same command again "
                                     "to predict the rest", stop.exit_code)
     return results
+
+
+def _refuse_inputs(model, batch, paths: Sequence[Path]) -> list:
+    """``batch`` ((index, image or None, error) triples) with the images ``model.input_error`` refuses turned into
+    errors, so they are skipped (or stop a strict run) like unreadable files."""
+    check = getattr(model, "input_error", None)
+    if check is None:
+        return batch
+    out = []
+    for i, image, error in batch:
+        reason = check(image) if image is not None else None
+        if reason is not None:
+            image, error = None, f"cannot predict image {str(paths[i])!r}: {reason}"
+        out.append((i, image, error))
+    return out
 
 
 def _save_overlay(draw_instances, path: Path, image: torch.Tensor, out: Mapping, class_names) -> None:
@@ -586,7 +605,7 @@ def predict(
     checkpoint: str | os.PathLike,
     input: str | os.PathLike,  # noqa: A002 - the CLI key
     output: str | os.PathLike,
-    device: str = "cpu",
+    device: str | None = None,
     score_threshold: float = 0.5,
     class_names: Sequence[str] | None = None,
     recursive: bool = False,
@@ -602,8 +621,14 @@ def predict(
     """Everything ``scripts/predict.py`` does: list the inputs, load the model, predict, write results
     (``predict_files``). ``cfg_model`` None (or without ``_target_``): the model config stored in the checkpoint.
 
-    category_id in the results is the checkpoint's ``label_to_category_id[label]`` when the checkpoint
-    stores that mapping, the model label otherwise. ``num_workers`` None: up to 4 decoding workers, half the CPUs.
+    ``checkpoint`` a ``.pt2`` file: the exported package (``scripts/export.py``) runs instead of the eager model,
+    through the same pipeline and outputs; its metadata gives the class names and category ids, it runs on the
+    device it was compiled for (``device`` None, or naming that device), and ``cfg_model`` and ``amp`` must be
+    left unset (the package fixes the network and was compiled in float32). ``device`` None with a checkpoint:
+    the CPU.
+
+    category_id in the results is the checkpoint's (package's) ``label_to_category_id[label]`` when it stores
+    that mapping, the model label otherwise. ``num_workers`` None: up to 4 decoding workers, half the CPUs.
     """
     if not 0.0 <= float(score_threshold) <= 1.0:
         raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
@@ -617,7 +642,24 @@ def predict(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_amp(amp, key="amp")
     paths = list_images(input, recursive=bool(recursive))  # before the (slow) model build: a wrong path fails at once
-    model, info = load_model(cfg_model, checkpoint, device)
+    from segdet.export import METADATA_PREFIX
+    from segdet.export.package import is_package_path, load_package
+
+    if is_package_path(checkpoint):
+        if cfg_model:
+            raise ValueError(f"model= cannot be combined with checkpoint={os.fspath(checkpoint)!r}: an exported "
+                             "package fixes its network; leave model= unset")
+        if amp != "none":
+            raise ValueError(f"amp={amp} cannot be used with the package checkpoint={os.fspath(checkpoint)!r}: it "
+                             "was compiled in float32 and autocast does not reach compiled code; use amp=none")
+        model, info = load_package(checkpoint, device)
+        device = info["device"]
+        # What export wrote (source checkpoint, classes, sizes, versions) identifies the package's results.
+        model_settings = {k: v for k, v in info["metadata"].items() if k.startswith(METADATA_PREFIX)}
+    else:
+        device = "cpu" if device is None else device
+        model, info = load_model(cfg_model, checkpoint, device)
+        model_settings = info["model_config"]
     names = resolve_class_names(class_names, info, int(model.num_classes))
     mapping = info.get("label_to_category_id")
     if mapping is not None:
@@ -625,7 +667,7 @@ def predict(
     if num_workers is None:
         num_workers = min(4, max(1, (os.cpu_count() or 2) // 2))
     # What makes the journal's lines valid for a rerun: the same weights, model and category ids.
-    run_settings = {"checkpoint": os.path.abspath(info["checkpoint_path"]), "model": info["model_config"],
+    run_settings = {"checkpoint": os.path.abspath(info["checkpoint_path"]), "model": model_settings,
                     "label_to_category_id": {str(k): v for k, v in (mapping or {}).items()}, "amp": amp}
     return predict_files(model, paths, output, device=device, score_threshold=float(score_threshold),
                          class_names=names, label_to_category_id=mapping, write_overlays=bool(overlays),

@@ -11,25 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from tests_export_helpers import assert_same_detections
+from tests_export_helpers import ROOT, assert_same_detections, export_env
 
-ROOT = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).with_name("_run_package.py")
 KEYS = ("boxes", "scores", "labels", "masks")
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
-def _model_cfg(name="maskrcnn_small"):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("export", [f"model={name}", "checkpoint=x", "output=y.pt2"]).model
 
 
 def _images():
@@ -44,32 +30,8 @@ def _images():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    from segdet.modeling import build_model
-
-    tmp = tmp_path_factory.mktemp("export")
-    cfg = _model_cfg()
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    # A random model's class scores are near uniform: with score_thresh 0.05 and 4 classes every RoI
-    # passes, so it detects (D > 0 is asserted). Its mask predictor starts at std 0.001, so every mask
-    # probability is 0.5 +- 1e-4 and float rounding decides each pixel against the 0.5 threshold: trained
-    # models' logits are spread, so the predictor is re-drawn with a trained-like spread.
-    with torch.no_grad():
-        torch.nn.init.normal_(model.roi_heads.mask_head.predictor.weight, std=0.5)
-    names = ["circle", "square", "triangle", "star"]
-    mapping = {1: 11, 2: 12, 3: 13, 4: 14}
-    ckpt = tmp / "model_0000001.pt"
-    torch.save({"model": model.state_dict(), "model_config": OmegaConf.to_container(cfg, resolve=True),
-                "class_names": names, "label_to_category_id": mapping, "iteration": 1}, ckpt)
-    run_dir = tmp / "run"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    os.link(ckpt, run_dir / "checkpoints" / ckpt.name)
-    package = tmp / "model.pt2"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts/export.py"), "model=maskrcnn_small",
-                           f"checkpoint={run_dir}", f"output={package}", "min_side=32", "max_side=1024"],
-                          capture_output=True, text=True, env=_env(), timeout=1800)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def exported(small_package):
+    model, package, tmp = small_package["model"], small_package["package"], small_package["package"].parent
     images = _images()
     torch.save(images, tmp / "inputs.pt")
     import segdet.ops
@@ -80,8 +42,8 @@ def exported(tmp_path_factory):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     with torch.no_grad():
         refs = [model([img])[0] for img in images]
-    return {"result": torch.load(tmp / "outputs.pt"), "refs": refs, "images": images, "names": names,
-            "mapping": mapping, "tmp": tmp, "ckpt": ckpt, "package": package}
+    return {"result": torch.load(tmp / "outputs.pt"), "refs": refs, "images": images, "names": small_package["names"],
+            "mapping": small_package["mapping"], "tmp": tmp, "ckpt": small_package["ckpt"], "package": package}
 
 
 def test_package_runs_without_segdet_python(exported):
@@ -113,7 +75,7 @@ def test_package_checks_its_input(exported):
 
 def _export_cli(*args, tmp):
     return subprocess.run([sys.executable, str(ROOT / "scripts/export.py"), *args], capture_output=True, text=True,
-                          env=_env(), timeout=600, cwd=str(tmp))
+                          env=export_env(), timeout=600, cwd=str(tmp))
 
 
 def test_missing_checkpoint_fails_clearly(tmp_path):

@@ -1,5 +1,13 @@
-"""Comparison of a package's detections with the eager model's (tests/export)."""
+"""Shared by tests/export: the small exported package and the comparison of a package's detections with the eager
+model's."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _box_iou(a, b):
@@ -27,3 +35,50 @@ def assert_same_detections(got, ref):
     assert (scores - ref["scores"]).abs().max() <= 1e-4
     assert masks.shape == ref["masks"].shape
     assert _mask_iou(masks, ref["masks"]).min() > 0.99
+
+
+def export_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def model_cfg(name="maskrcnn_small"):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("export", [f"model={name}", "checkpoint=x", "output=y.pt2"]).model
+
+
+def export_small_package(tmp: Path) -> dict:
+    """A maskrcnn_small checkpoint with a trained-like mask predictor, saved as training saves it (with class names
+    and a label -> category mapping) in a run directory, exported by scripts/export.py (min_side 32, max_side 1024).
+    Returns {"model" (eval), "ckpt", "run_dir", "package", "names", "mapping"}."""
+    from omegaconf import OmegaConf
+
+    from segdet.modeling import build_model
+
+    cfg = model_cfg()
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    # A random model's class scores are near uniform: with score_thresh 0.05 and 4 classes every RoI
+    # passes, so it detects (D > 0 is asserted). Its mask predictor starts at std 0.001, so every mask
+    # probability is 0.5 +- 1e-4 and float rounding decides each pixel against the 0.5 threshold: trained
+    # models' logits are spread, so the predictor is re-drawn with a trained-like spread.
+    with torch.no_grad():
+        torch.nn.init.normal_(model.roi_heads.mask_head.predictor.weight, std=0.5)
+    names = ["circle", "square", "triangle", "star"]
+    mapping = {1: 11, 2: 12, 3: 13, 4: 14}
+    ckpt = tmp / "model_0000001.pt"
+    torch.save({"model": model.state_dict(), "model_config": OmegaConf.to_container(cfg, resolve=True),
+                "class_names": names, "label_to_category_id": mapping, "iteration": 1}, ckpt)
+    run_dir = tmp / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    os.link(ckpt, run_dir / "checkpoints" / ckpt.name)
+    package = tmp / "model.pt2"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts/export.py"), "model=maskrcnn_small",
+                           f"checkpoint={run_dir}", f"output={package}", "min_side=32", "max_side=1024"],
+                          capture_output=True, text=True, env=export_env(), timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"model": model, "ckpt": ckpt, "run_dir": run_dir, "package": package, "names": names,
+            "mapping": mapping}
