@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -120,7 +122,10 @@ def compile_package(ep: torch.export.ExportedProgram, output: str | os.PathLike,
     so a failed compile leaves an existing file as it was)."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}.pt2")
+    # Compiled under the final file name inside a temporary directory: the archive's root folder is named after
+    # the file, and a temporary name would be baked into the package.
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp", dir=output.parent))
+    tmp = tmp_dir / output.name
     try:
         torch._inductor.aoti_compile_and_package(
             ep, package_path=str(tmp), inductor_configs=dict(INDUCTOR_CONFIGS, **{"aot_inductor.metadata": dict(metadata)})
@@ -129,8 +134,7 @@ def compile_package(ep: torch.export.ExportedProgram, output: str | os.PathLike,
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"AOTInductor compilation to {output} failed: {exc}") from exc
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return output
 
 
