@@ -61,9 +61,10 @@ def backward(grad, rois, x_shape, kw):
                                                 kw["sampling_ratio"], kw["aligned"])
 
 
-def low_case(dtype, channels_last, seed=21, rois_float=True, k=40):
-    x, rois = make_case(seed, 0.5, c=21, dtype=dtype, channels_last=channels_last, k=k)
-    return x, (rois.float() if rois_float else rois)
+def low_case(dtype, channels_last, seed=21, rois_float=True, c=21, k=40):
+    """A map in dtype and rois in float32 (most coordinates not representable in dtype) or in dtype."""
+    x, rois = make_case(seed, 0.5, c=c, k=k, channels_last=channels_last)
+    return x.to(dtype), (rois if rois_float else rois.to(dtype))
 
 
 def grad_like(out, seed=0):
@@ -245,8 +246,7 @@ class _OpLog(TorchDispatchMode):
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_cpu_autocast_runs_bf16_natively(channels_last):
-    x, rois = make_case(26, 0.5, c=16, dtype=torch.bfloat16, channels_last=channels_last)
-    rois = rois.float()  # the pooler's rois are float32 boxes
+    x, rois = low_case(torch.bfloat16, channels_last, seed=26, c=16)  # the pooler's rois are float32 boxes
     leaf = x.detach().requires_grad_(True)
     log = _OpLog()
     with torch.autocast("cpu", dtype=torch.bfloat16), log:
