@@ -8,13 +8,25 @@
 
 namespace segdet::ops {
 
-// masks: [D, S, S] probabilities (float32/float64); boxes: [D, 4] (x1, y1, x2, y2) pixels of the
+// masks: [D, S, S] probabilities (float32/float64; on the CPU also bfloat16, pasted exactly as the
+// float32 masks it widens to); boxes: [D, 4] (x1, y1, x2, y2) pixels of the
 // height x width image. Returns bool [D, height, width]: each mask resized into its box (grown by
 // (S + 2) / S for the one-pixel zero padding) and thresholded with `>`.
 at::Tensor paste_masks(const at::Tensor& masks, const at::Tensor& boxes, int64_t height, int64_t width,
                        double threshold);
 
 namespace detail {
+
+// bfloat16 masks: the CPU kernels widen them exactly to float32; the CUDA kernels read float32 and
+// float64 only, and so does their glue compiled for the emulator (SEGDET_EMULATION, CPU tensors).
+inline bool takes_bfloat16_masks(const at::Tensor& masks) {
+#ifdef SEGDET_EMULATION
+  (void)masks;
+  return false;
+#else
+  return masks.device().is_cpu();
+#endif
+}
 
 // Checks every paste_masks kernel and the fake kernel run first (the contract: ops/arg_checks.h).
 inline void check_paste_masks_args(const at::Tensor& masks, const at::Tensor& boxes, int64_t height, int64_t width) {
@@ -27,8 +39,10 @@ inline void check_paste_masks_args(const at::Tensor& masks, const at::Tensor& bo
                     boxes.sym_sizes());
   TORCH_CHECK_VALUE(size_holds(masks.sym_size(0).sym_eq(boxes.sym_size(0))), "paste_masks: masks has ",
                     masks.sym_size(0), " masks but boxes has ", boxes.sym_size(0), " rows; expected one box per mask");
-  TORCH_CHECK_TYPE(masks.scalar_type() == at::kFloat || masks.scalar_type() == at::kDouble,
-                   "paste_masks: masks must be float32 or float64, got ", masks.scalar_type());
+  TORCH_CHECK_TYPE(masks.scalar_type() == at::kFloat || masks.scalar_type() == at::kDouble ||
+                       (masks.scalar_type() == at::kBFloat16 && takes_bfloat16_masks(masks)),
+                   "paste_masks: masks must be float32 or float64 (or bfloat16 on the CPU), got ",
+                   masks.scalar_type(), " on ", masks.device());
   TORCH_CHECK_TYPE(boxes.scalar_type() == at::kFloat || boxes.scalar_type() == at::kDouble,
                    "paste_masks: boxes must be float32 or float64, got ", boxes.scalar_type());
   TORCH_CHECK_VALUE(boxes.device() == masks.device(), "paste_masks: boxes device (", boxes.device(),

@@ -36,12 +36,28 @@ inline bool is_supported_dtype(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
+// float32 rois with a float16/bfloat16 map (input or grad): accepted by the CPU kernels only, which
+// read the map in its own dtype and the rois as float. Box coordinates need float's mantissa (a
+// 1000 px coordinate has a step of 4 px in bf16), and CPU autocast passes bf16 maps through with
+// float32 rois (autocast/roi_align_autocast.cpp). The CUDA kernels read rois in the map's dtype; so
+// does their glue compiled for the emulator (SEGDET_EMULATION), which runs on CPU tensors.
+inline bool takes_float_rois(const at::Tensor& map) {
+#ifdef SEGDET_EMULATION
+  (void)map;
+  return false;
+#else
+  return map.device().is_cpu() && (map.scalar_type() == at::kHalf || map.scalar_type() == at::kBFloat16);
+#endif
+}
+
 // `op` names the op in the message; `other` is the tensor rois must agree with (input or grad).
 inline void check_rois(const char* op, const at::Tensor& rois, const at::Tensor& other, const char* other_name) {
   TORCH_CHECK_VALUE(rois.dim() == 2 && detail::size_holds(rois.sym_size(1).sym_eq(5)), op,
                     ": rois must be a Tensor[K, 5] of (batch_index, x1, y1, x2, y2), got shape ", rois.sym_sizes());
-  TORCH_CHECK_TYPE(rois.scalar_type() == other.scalar_type(), op, ": rois dtype (", rois.scalar_type(),
-                   ") must match ", other_name, " dtype (", other.scalar_type(), ")");
+  TORCH_CHECK_TYPE(rois.scalar_type() == other.scalar_type() ||
+                       (rois.scalar_type() == at::kFloat && takes_float_rois(other)),
+                   op, ": rois dtype (", rois.scalar_type(), ") must match ", other_name, " dtype (",
+                   other.scalar_type(), ")", takes_float_rois(other) ? " or be float32" : "");
   TORCH_CHECK_VALUE(rois.device() == other.device(), op, ": rois device (", rois.device(), ") must match ",
                     other_name, " device (", other.device(), ")");
 }

@@ -23,13 +23,14 @@ def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int, threshold
     inside each box and writes every output row once.
 
     Args:
-        masks: Tensor[D, S, S] mask probabilities (float32 or float64).
+        masks: Tensor[D, S, S] mask probabilities (float32 or float64; on the CPU also bfloat16,
+            pasted exactly as ``masks.float()`` would be).
         boxes: Tensor[D, 4] boxes (x1, y1, x2, y2) in absolute pixels of the target image,
             float32 or float64, same device as masks. Boxes outside the image are clipped;
             boxes whose grown coordinates are NaN, infinite or beyond +-2^31 px give an empty mask.
         height, width: size of the target image in pixels (>= 0).
         threshold: a pixel is foreground where the interpolated probability is ``> threshold``
-            (compared in the masks' dtype).
+            (compared in the masks' dtype; float32 for bfloat16 masks).
 
     Returns:
         bool Tensor[D, height, width] on masks' device.

@@ -61,7 +61,9 @@ def roi_align(
             channels_last (then the result is channels_last too).
         boxes: Tensor[K, 5] rows (batch_index, x1, y1, x2, y2), or a list of N Tensor[L_i, 4]
             (x1, y1, x2, y2) boxes, one per image. Coordinates are absolute pixels of the image
-            the map was computed from; same dtype and device as ``input``.
+            the map was computed from; same dtype and device as ``input``, or float32 with a
+            float16/bfloat16 ``input`` on the CPU (the kernels pool in float either way; CPU
+            autocast passes bf16 maps this way, so the coordinates are not rounded to bf16).
         output_size: (pooled_height, pooled_width), or one int for both.
         spatial_scale: map pixels per box-coordinate pixel (e.g. 0.25 for a stride-4 map).
         sampling_ratio: samples per bin along each axis; <= 0 picks ceil(bin size in map pixels).
@@ -77,8 +79,8 @@ def roi_align(
         ValueError: a bad shape, size or value (output_size <= 0), tensors on different devices,
             or (CPU) a batch index outside [0, N). The CUDA kernel cannot raise on data without a
             device sync: such RoIs pool to zeros there.
-        TypeError: an unsupported dtype, rois' dtype differing from input's, or an argument of
-            the wrong Python type.
+        TypeError: an unsupported dtype, rois' dtype differing from input's (other than the
+            float32 rois above), or an argument of the wrong Python type.
     """
     if not isinstance(input, Tensor):
         raise TypeError(f"roi_align: input must be a Tensor[N, C, H, W], got {type(input)}")

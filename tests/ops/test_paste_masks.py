@@ -105,6 +105,32 @@ def test_mixed_box_and_mask_dtypes():
     assert_same_masks(out, paste_masks_reference(masks, boxes.double(), 480, 640))
 
 
+@pytest.mark.parametrize("max_side", [2.0**6, 2.0**9])
+@pytest.mark.parametrize("threshold", [0.5, 0.3])
+def test_bfloat16_masks_paste_as_their_float32_values(max_side, threshold):
+    # CPU only: bf16 probabilities are widened exactly and pasted in float32, threshold included. The
+    # masks are rounded to bf16 first, so each side sees the same values; the reference (F.interpolate)
+    # on float32 then pins every pixel.
+    masks, boxes = make_inputs(80, max_side=max_side, seed=11)
+    masks = masks.bfloat16()
+    out = paste_masks(masks, boxes, 480, 640, threshold)
+    assert_same_masks(out, paste_masks_reference(masks.float(), boxes, 480, 640, threshold))
+    strided = masks.transpose(1, 2).contiguous().transpose(1, 2)
+    assert_same_masks(paste_masks(strided, boxes.double(), 480, 640, threshold), out)
+    assert out.any()
+
+
+def test_bfloat16_masks_only_on_the_cpu():
+    masks, boxes = make_inputs(3)
+    with pytest.raises(TypeError, match=r"masks must be float32 or float64 \(or bfloat16 on the CPU\), got Half"):
+        paste_masks(masks.half(), boxes, 10, 10)
+    # Off the CPU (meta tensors here, as for the CUDA kernels) bf16 masks are rejected.
+    from segdet import _C
+
+    with pytest.raises(TypeError, match="got BFloat16 on meta"):
+        _C.check_paste_masks_args(masks.bfloat16().to("meta"), boxes.to("meta"), 10, 10)
+
+
 # ---- edge cases --------------------------------------------------------------------------------
 
 
@@ -196,8 +222,8 @@ def test_property_single_box_matches_reference(coords, mask_size, hw, seed):
 
 
 def sample_inputs(device):
-    """Argument tuples of segdet::paste_masks for opcheck: float32/float64 masks, mixed box dtype,
-    two thresholds, an empty image and no detections."""
+    """Argument tuples of segdet::paste_masks for opcheck: float32/float64 (and on the CPU bfloat16)
+    masks, mixed box dtype, two thresholds, an empty image and no detections."""
     masks, boxes = make_inputs(12, height=60, width=80, max_side=50.0, seed=9)
     masks, boxes = masks.to(device), boxes.to(device)
     return [
@@ -205,7 +231,7 @@ def sample_inputs(device):
         (masks.double(), boxes, 60, 80, 0.25),
         (masks, boxes.double(), 0, 80, 0.5),
         (masks[:0], boxes[:0], 60, 80, 0.5),
-    ]
+    ] + ([(masks.bfloat16(), boxes, 60, 80, 0.5)] if device == "cpu" else [])
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,17 @@ def test_crops_equal_full_paste(dtype, mask_size, size):
         assert full.any(), "no foreground: the inputs do not exercise the interpolation"
 
 
+def test_bfloat16_masks_crop_as_their_float32_values():
+    # CPU only: bf16 masks are widened exactly, so the crops are those of the float32 masks.
+    masks, boxes = random_inputs(60, 96, 128, seed=5)
+    masks = masks.bfloat16()
+    full = assert_crops_match(masks, boxes, 96, 128, 0.5)
+    crops, regions = paste_masks_crops(masks, boxes, 96, 128, 0.5)
+    crops32, regions32 = paste_masks_crops(masks.float(), boxes, 96, 128, 0.5)
+    assert torch.equal(crops, crops32) and torch.equal(regions, regions32)
+    assert torch.equal(full, paste_masks(masks.float(), boxes, 96, 128, 0.5)) and full.any()
+
+
 @pytest.mark.parametrize("threshold", [0.0, 0.3, 0.9])
 def test_thresholds(threshold):
     masks, boxes = random_inputs(40, 64, 80, seed=7)

@@ -84,3 +84,19 @@ def test_bench_ops_quick_run_writes_json(tmp_path, capsys):
             assert row["outputs_match"] is True
             assert row["speedup"] == pytest.approx(row["torchvision"]["median_ms"] / row["segdet"]["median_ms"])
     assert "speedup" in capsys.readouterr().out
+
+
+def test_bench_bf16_ops_quick_run_writes_json(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_bf16_ops", REPO / "scripts" / "bench_bf16_ops.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    code = bench.main(["--quick", "--workloads", "small", "--layouts", "channels_last", "--budget", "0",
+                       "--json", str(out)])
+    result = json.loads(out.read_text())
+    # Native bf16 and cast-to-float32 give bitwise equal results on every case (exit code 1 otherwise).
+    assert code == 0 and all(r["same"] for r in result["results"])
+    names = [r["name"] for r in result["results"]]
+    assert len(names) == 5 and names[-1] == "paste_masks small"
+    for row in result["results"]:
+        assert {"median_ms", "min_ms", "reps"} <= set(row["native"]) and row["speedup"] > 0

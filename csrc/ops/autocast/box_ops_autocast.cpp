@@ -9,8 +9,9 @@
 // - decode_boxes: box coordinates in pixels need more than bf16's 8 bits (a 1000 px coordinate
 //   has a step of 4 px in bf16), and exp() of the size deltas amplifies input rounding. The result
 //   stays float32: boxes are an output of the model and go on to matching, NMS and the user.
-// - paste_masks: its output is bool; the kernel reads float32 and float64, so half/bf16 mask
-//   probabilities are widened (exactly) and boxes are taken in float32.
+// - paste_masks: its output is bool; the kernels read float32 and float64 (the CPU one also bf16,
+//   widened the same way), so half/bf16 mask probabilities are widened (exactly) and boxes are
+//   taken in float32.
 // Under autocast the RPN and box head emit bf16/fp16 logits and deltas while anchors and
 // proposals are float32; without these casts the ops' dtype checks reject the mix.
 #include <ATen/ATen.h>

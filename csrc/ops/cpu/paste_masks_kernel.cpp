@@ -207,6 +207,18 @@ void paste_all(const std::vector<Job>& jobs, int64_t num_taps, const at::Tensor&
   });
 }
 
+// The masks padded with one zero pixel per side, as the reference pads each mask before resizing:
+// [D, S + 2, S + 2], contiguous. bfloat16 masks are widened to float32 in the same pass (exactly), so
+// they paste as their float32 values would, threshold included; mask arrays are small next to the
+// pasted output, so the float copy costs little.
+at::Tensor padded_masks(const at::Tensor& masks) {
+  const int64_t num = masks.size(0), size = masks.size(1);
+  const auto dtype = masks.scalar_type() == at::kBFloat16 ? at::kFloat : masks.scalar_type();
+  at::Tensor padded = at::zeros({num, size + 2, size + 2}, masks.options().dtype(dtype));
+  padded.narrow(1, 1, size).narrow(2, 1, size).copy_(masks);
+  return padded;
+}
+
 at::Tensor paste_masks_cpu(const at::Tensor& masks, const at::Tensor& boxes, int64_t height, int64_t width,
                            double threshold) {
   detail::check_paste_masks_args(masks, boxes, height, width);
@@ -223,8 +235,7 @@ at::Tensor paste_masks_cpu(const at::Tensor& masks, const at::Tensor& boxes, int
   AT_DISPATCH_FLOATING_TYPES(box_data.scalar_type(), "paste_masks_cpu_boxes", [&] {
     jobs = plan_jobs<scalar_t>(box_data, size, height, width, &num_taps);
   });
-  // The reference pads each mask with one zero pixel per side before resizing.
-  auto padded = at::constant_pad_nd(masks, {1, 1, 1, 1}, 0).contiguous();
+  const at::Tensor padded = padded_masks(masks);
   AT_DISPATCH_FLOATING_TYPES(padded.scalar_type(), "paste_masks_cpu", [&] {
     paste_all<scalar_t>(jobs, num_taps, padded, threshold, height, width, out);
   });
@@ -303,7 +314,7 @@ std::tuple<at::Tensor, at::Tensor> paste_masks_crops_cpu(const at::Tensor& masks
   if (data.numel() == 0) {
     return {data, regions};
   }
-  auto padded = at::constant_pad_nd(masks, {1, 1, 1, 1}, 0).contiguous();
+  const at::Tensor padded = padded_masks(masks);
   AT_DISPATCH_FLOATING_TYPES(padded.scalar_type(), "paste_masks_crops_cpu", [&] {
     paste_crops<scalar_t>(jobs, num_taps, padded, threshold, data_offsets, row_offsets, data);
   });

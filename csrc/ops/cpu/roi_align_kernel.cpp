@@ -9,8 +9,12 @@
 //     bin sums stay in registers.
 //   * In the backward pass each task owns its (image, channel block) slice of grad_input: race-free
 //     and deterministic (independent of the thread count) without atomics.
-// Reduced-precision types accumulate in float (at::opmath_type); their backward pass runs the float
-// kernel and rounds grad_input once at the end.
+// Reduced-precision maps (float16, bfloat16) are read and written in their own dtype but pooled in
+// float (at::opmath_type): taps, weights and rois are float, gather_block widens the map as it
+// gathers a block, bins round once when stored, and in the backward pass each task's window of
+// grad_input is accumulated in a float slab and rounded once when scattered. The result is bitwise
+// that of the float kernel run on the widened map and rounded afterwards, without a float copy of
+// the map or of grad_input.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -96,25 +100,29 @@ void gather_block(const scalar_t* input, bool nhwc, const Geometry& g, const Blo
 }
 
 // Inverse of gather_block for grad_input: writes the block's channels of image n, the window from
-// buf and zeros elsewhere.
-template <typename T>
-void scatter_block(const T* buf, bool nhwc, const Geometry& g, const Block& b, const Window& win, T* output) {
-  constexpr int L = kLanes<T>;
+// buf (rounded to scalar_t) and zeros elsewhere.
+template <typename acc_t, typename scalar_t>
+void scatter_block(const acc_t* buf, bool nhwc, const Geometry& g, const Block& b, const Window& win,
+                   scalar_t* output) {
+  constexpr int L = kLanes<acc_t>;
   for (int64_t y = 0; y < g.H; ++y) {
     const bool in_rows = y >= win.y0 && y <= win.y1;
-    const T* row = in_rows ? buf + (y - win.y0) * win.width() * L : nullptr;
+    const acc_t* row = in_rows ? buf + (y - win.y0) * win.width() * L : nullptr;
     if (nhwc) {
-      T* dst = output + (b.n * g.H + y) * g.W * g.C + b.c0;
+      scalar_t* dst = output + (b.n * g.H + y) * g.W * g.C + b.c0;
       for (int64_t x = 0; x < g.W; ++x) {
         const bool inside = in_rows && x >= win.x0 && x <= win.x1;
-        for (int64_t j = 0; j < b.cn; ++j) dst[x * g.C + j] = inside ? row[(x - win.x0) * L + j] : T(0);
+        for (int64_t j = 0; j < b.cn; ++j) {
+          dst[x * g.C + j] = inside ? static_cast<scalar_t>(row[(x - win.x0) * L + j]) : scalar_t(0);
+        }
       }
       continue;
     }
     for (int64_t j = 0; j < b.cn; ++j) {
-      T* dst = output + ((b.n * g.C + b.c0 + j) * g.H + y) * g.W;
+      scalar_t* dst = output + ((b.n * g.C + b.c0 + j) * g.H + y) * g.W;
       for (int64_t x = 0; x < g.W; ++x) {
-        dst[x] = (in_rows && x >= win.x0 && x <= win.x1) ? row[(x - win.x0) * L + j] : T(0);
+        dst[x] = (in_rows && x >= win.x0 && x <= win.x1) ? static_cast<scalar_t>(row[(x - win.x0) * L + j])
+                                                         : scalar_t(0);
       }
     }
   }
@@ -241,6 +249,10 @@ void forward_blocks(const scalar_t* input, scalar_t* output, bool nhwc, const Ro
   at::parallel_for(0, tasks, grain_for(t.samples / g.N * L), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buffer;
     std::vector<acc_t> pooled(bins * L);
+    // NCHW output of a reduced type: the bins are transposed in acc_t into `planes` ([L][bins], in
+    // L1) and each channel's plane is rounded and stored in one contiguous loop, which vectorises;
+    // rounding inside the strided transpose measured slower than the float32 kernel's stores.
+    std::vector<acc_t> planes(std::is_same_v<scalar_t, acc_t> || nhwc ? 0 : bins * L);
     for (int64_t task = begin; task < end; ++task) {
       const Block b = block_of<acc_t>(task, g);
       const Window& win = t.window[b.n];
@@ -256,10 +268,19 @@ void forward_blocks(const scalar_t* input, scalar_t* output, bool nhwc, const Ro
             scalar_t* dst = output + (k * bins + i) * g.C + b.c0;
             for (int64_t j = 0; j < b.cn; ++j) dst[j] = static_cast<scalar_t>(pooled[i * L + j]);
           }
-        } else {
+        } else if constexpr (std::is_same_v<scalar_t, acc_t>) {
           for (int64_t j = 0; j < b.cn; ++j) {
             scalar_t* dst = output + (k * g.C + b.c0 + j) * bins;
-            for (int64_t i = 0; i < bins; ++i) dst[i] = static_cast<scalar_t>(pooled[i * L + j]);
+            for (int64_t i = 0; i < bins; ++i) dst[i] = pooled[i * L + j];
+          }
+        } else {
+          for (int64_t j = 0; j < b.cn; ++j) {
+            for (int64_t i = 0; i < bins; ++i) planes[j * bins + i] = pooled[i * L + j];
+          }
+          for (int64_t j = 0; j < b.cn; ++j) {
+            scalar_t* dst = output + (k * g.C + b.c0 + j) * bins;
+            const acc_t* src = planes.data() + j * bins;
+            for (int64_t i = 0; i < bins; ++i) dst[i] = static_cast<scalar_t>(src[i]);
           }
         }
       }
@@ -267,31 +288,34 @@ void forward_blocks(const scalar_t* input, scalar_t* output, bool nhwc, const Ro
   });
 }
 
-template <typename T>
-void backward_blocks(const T* grad, T* grad_input, bool nhwc, const RoiTaps<T>& t, const Geometry& g) {
-  constexpr int L = kLanes<T>;
+template <typename scalar_t, typename acc_t>
+void backward_blocks(const scalar_t* grad, scalar_t* grad_input, bool nhwc, const RoiTaps<acc_t>& t,
+                     const Geometry& g) {
+  constexpr int L = kLanes<acc_t>;
   const int64_t tasks = g.N * ((g.C + L - 1) / L);
   const int64_t bins = g.PH * g.PW;
   at::parallel_for(0, tasks, grain_for(t.samples / g.N * L), [&](int64_t begin, int64_t end) {
-    std::vector<T> buffer;
-    std::vector<T> gbins(bins * L, T(0));
+    // The slab accumulates in acc_t: summing many RoIs' contributions in bf16 would drop every
+    // addend below 2^-8 of the running sum.
+    std::vector<acc_t> buffer;
+    std::vector<acc_t> gbins(bins * L, acc_t(0));
     for (int64_t task = begin; task < end; ++task) {
-      const Block b = block_of<T>(task, g);
+      const Block b = block_of<acc_t>(task, g);
       const Window& win = t.window[b.n];
       if (!win.empty()) {
-        buffer.assign(win.height() * win.width() * L, T(0));
+        buffer.assign(win.height() * win.width() * L, acc_t(0));
       }
-      const Slab<T> slab{buffer.data(), win};
+      const Slab<acc_t> slab{buffer.data(), win};
       for (const int64_t k : t.rois_of_image[b.n]) {
         if (nhwc) {
           for (int64_t i = 0; i < bins; ++i) {
-            const T* src = grad + (k * bins + i) * g.C + b.c0;
-            for (int64_t j = 0; j < b.cn; ++j) gbins[i * L + j] = src[j];
+            const scalar_t* src = grad + (k * bins + i) * g.C + b.c0;
+            for (int64_t j = 0; j < b.cn; ++j) gbins[i * L + j] = static_cast<acc_t>(src[j]);
           }
         } else {
           for (int64_t j = 0; j < b.cn; ++j) {
-            const T* src = grad + (k * g.C + b.c0 + j) * bins;
-            for (int64_t i = 0; i < bins; ++i) gbins[i * L + j] = src[i];
+            const scalar_t* src = grad + (k * g.C + b.c0 + j) * bins;
+            for (int64_t i = 0; i < bins; ++i) gbins[i * L + j] = static_cast<acc_t>(src[i]);
           }
         }
         scatter_roi(slab, t, k, g.PH, g.PW, gbins.data());
@@ -299,6 +323,14 @@ void backward_blocks(const T* grad, T* grad_input, bool nhwc, const RoiTaps<T>& 
       scatter_block(buffer.data(), nhwc, g, b, win, grad_input);
     }
   });
+}
+
+// rois (Tensor[K, 5], the map's dtype or float32; see roi_align_detail::takes_float_rois) as contiguous
+// acc_t: the taps are computed in acc_t whatever dtype the boxes came in. Widening bf16/half rois is
+// exact, so this changes no value.
+template <typename acc_t>
+at::Tensor acc_rois(const at::Tensor& rois) {
+  return rois.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
 }
 
 at::Tensor roi_align_forward_kernel(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
@@ -309,17 +341,16 @@ at::Tensor roi_align_forward_kernel(const at::Tensor& input, const at::Tensor& r
   const bool nhwc = roi_align_detail::use_channels_last(input);
   const auto format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor in = input.contiguous(format);
-  const at::Tensor r = rois.contiguous();
   // Every RoI (in range, NaN or empty) writes all its bins, so no zero fill is needed.
-  at::Tensor output = at::empty({r.size(0), g.C, g.PH, g.PW}, input.options().memory_format(format));
+  at::Tensor output = at::empty({rois.size(0), g.C, g.PH, g.PW}, input.options().memory_format(format));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor r = acc_rois<acc_t>(rois);
     if (output.numel() == 0) {
-      check_batch_indices<scalar_t>("roi_align", r, g.N);
+      check_batch_indices<acc_t>("roi_align", r, g.N);
       return;
     }
-    const RoiTaps<acc_t> taps =
-        build_taps<scalar_t, acc_t>("roi_align", r, g, spatial_scale, sampling_ratio, aligned);
+    const RoiTaps<acc_t> taps = build_taps<acc_t, acc_t>("roi_align", r, g, spatial_scale, sampling_ratio, aligned);
     forward_blocks<scalar_t, acc_t>(in.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>(), nhwc, taps, g);
   });
   return output;
@@ -331,28 +362,24 @@ at::Tensor roi_align_backward_kernel(const at::Tensor& grad, const at::Tensor& r
                                      bool aligned) {
   roi_align_detail::check_backward_args(grad, rois, pooled_height, pooled_width, batch_size, channels, height,
                                         width);
-  if (grad.scalar_type() == at::kHalf || grad.scalar_type() == at::kBFloat16) {
-    // Accumulate the scattered gradient in float and round once.
-    return roi_align_backward_kernel(grad.to(at::kFloat), rois.to(at::kFloat), spatial_scale, pooled_height,
-                                     pooled_width, batch_size, channels, height, width, sampling_ratio, aligned)
-        .to(grad.scalar_type());
-  }
   const Geometry g{batch_size, channels, height, width, pooled_height, pooled_width};
   const bool nhwc = roi_align_detail::use_channels_last(grad);
   const auto format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor gr = grad.contiguous(format);
-  const at::Tensor r = rois.contiguous();
   // backward_blocks writes every element (each task owns an (image, channel block) slice).
   at::Tensor grad_input = at::empty({g.N, g.C, g.H, g.W}, grad.options().memory_format(format));
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor r = acc_rois<acc_t>(rois);
     if (grad.numel() == 0 || grad_input.numel() == 0) {
-      check_batch_indices<scalar_t>("_roi_align_backward", r, g.N);
+      check_batch_indices<acc_t>("_roi_align_backward", r, g.N);
       grad_input.zero_();
       return;
     }
-    const RoiTaps<scalar_t> taps =
-        build_taps<scalar_t, scalar_t>("_roi_align_backward", r, g, spatial_scale, sampling_ratio, aligned);
-    backward_blocks<scalar_t>(gr.const_data_ptr<scalar_t>(), grad_input.mutable_data_ptr<scalar_t>(), nhwc, taps, g);
+    const RoiTaps<acc_t> taps =
+        build_taps<acc_t, acc_t>("_roi_align_backward", r, g, spatial_scale, sampling_ratio, aligned);
+    backward_blocks<scalar_t, acc_t>(gr.const_data_ptr<scalar_t>(), grad_input.mutable_data_ptr<scalar_t>(), nhwc,
+                                     taps, g);
   });
   return grad_input;
 }
