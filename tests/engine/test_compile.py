@@ -134,3 +134,44 @@ def test_compiled_maskrcnn_trains_under_bf16_autocast(tmp_path, monkeypatch):
     assert run_train(tmp_path, monkeypatch, "train.amp=bf16", "train.compile=true") == 0
     records = _train_records(tmp_path / "run")
     assert len(records) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+
+
+def _ddp_worker(rank, world_size, init_file, run_dir, queue):
+    import torch.distributed as dist
+
+    from segdet.engine.distributed import DistInfo
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        torch.set_num_threads(1)
+        trainer = make_trainer(run_dir, compile=True,
+                               dist=DistInfo(rank=rank, world_size=world_size, local_rank=rank,
+                                             device=torch.device("cpu")))
+        # Each rank its own noise in the dummy's forward: only all-reduced gradients keep the replicas equal, which
+        # the CheckpointHook checks after training (it raises otherwise).
+        torch.manual_seed(100 + rank)
+        trainer.train()
+        queue.put((rank, _checkpoint_model_keys(run_dir) if rank == 0 else None))
+    except BaseException as exc:  # noqa: BLE001 - report the failure instead of hanging the parent on the queue
+        queue.put((rank, repr(exc)))
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_compiled_training_under_ddp_keeps_replicas_in_sync(tmp_path):
+    import torch.multiprocessing as mp
+
+    make_trainer(tmp_path / "eager").train()
+    ctx = mp.get_context("spawn")  # a fresh interpreter each: dynamo's and inductor's state do not survive fork
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, str(tmp_path / "init"), str(tmp_path / "ddp"), queue))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=600) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0], results
+    assert results[0] == _checkpoint_model_keys(tmp_path / "eager")
