@@ -19,7 +19,8 @@ def build_trainer(
     hooks: Sequence[HookBase] = (), checkpoint_period: int = 0, keep_checkpoints: int = 3, eval_period: int = 0,
     log_period: int = 20, grad_clip_norm: float = 0.0, amp: str = "none", skip_nonfinite: bool = False,
     max_nonfinite_skips: int = 10, loss_weights: Mapping[str, float] | None = None,
-    find_unused_parameters: bool = False, compile: bool = False, progress_bar: bool | None = None, tensorboard: bool = True,
+    find_unused_parameters: bool = False, compile: bool = False, progress_bar: bool | None = None,
+    tensorboard: bool = True,
 ) -> Trainer:
     """A :class:`Trainer` with, in this order: MetricsHook (log_period, tensorboard, progress_bar), CheckpointHook
     (checkpoint_period), SignalHook, NonFiniteHook (skip_nonfinite, max_nonfinite_skips), EvalHook (evaluate_fn,

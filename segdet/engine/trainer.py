@@ -181,8 +181,8 @@ class Trainer:
             return model
         ids = [self.device.index] if self.device.type == "cuda" else None
         # Compile inside DDP, as torch's "Where to apply torch.compile?" advises (dynamo handles the DDP wrapper
-        # badly); the compiled frames still run under DDP's forward, so dynamo's DDPOptimizer splits the graphs at
-        # DDP's gradient buckets and the all-reduces overlap the compiled backward.
+        # badly). The compiled frames run inside DDP's forward, where dynamo's DDPOptimizer may split them at DDP's
+        # gradient buckets so that all-reduces overlap the compiled backward (not measured: no multi-core run here).
         return nn.parallel.DistributedDataParallel(
             model, device_ids=ids, find_unused_parameters=self.find_unused_parameters
         )
