@@ -19,7 +19,8 @@ def build_trainer(
     hooks: Sequence[HookBase] = (), checkpoint_period: int = 0, keep_checkpoints: int = 3, eval_period: int = 0,
     log_period: int = 20, grad_clip_norm: float = 0.0, amp: str = "none", skip_nonfinite: bool = False,
     max_nonfinite_skips: int = 10, loss_weights: Mapping[str, float] | None = None,
-    find_unused_parameters: bool = False, progress_bar: bool | None = None, tensorboard: bool = True,
+    find_unused_parameters: bool = False, compile: bool = False, progress_bar: bool | None = None,
+    tensorboard: bool = True,
 ) -> Trainer:
     """A :class:`Trainer` with, in this order: MetricsHook (log_period, tensorboard, progress_bar), CheckpointHook
     (checkpoint_period), SignalHook, NonFiniteHook (skip_nonfinite, max_nonfinite_skips), EvalHook (evaluate_fn,
@@ -41,5 +42,5 @@ def build_trainer(
         max_iter=max_iter, device=device, dist=dist, sampler=sampler, hooks=[*standard, *hooks],
         grad_clip_norm=grad_clip_norm, amp=amp, loss_weights=loss_weights,
         find_unused_parameters=find_unused_parameters, keep_checkpoints=keep_checkpoints,
-        checkpoint_extra=checkpoint_extra,
+        checkpoint_extra=checkpoint_extra, compile=compile,
     )

@@ -99,6 +99,8 @@ class Trainer:
             named weigh 1. A name the model does not return fails at the first step.
         keep_checkpoints: checkpoint files kept; checkpoint_extra: plain values stored in every checkpoint
             (model_config, label_to_category_id, class_names).
+        compile: run the training forward (and its backward) through ``torch.compile(model)``; ``model`` itself
+            stays the eager module that checkpoints save, resume loads and evaluation runs.
     """
 
     def __init__(
@@ -106,10 +108,13 @@ class Trainer:
         data_loader: Iterable, run_dir: str | os.PathLike, max_iter: int, device: torch.device | str = "cpu",
         dist: du.DistInfo | None = None, sampler=None, hooks: Sequence[HookBase] = (), grad_clip_norm: float = 0.0,
         amp: str = "none", loss_weights: Mapping[str, float] | None = None, find_unused_parameters: bool = False,
-        keep_checkpoints: int = 3, checkpoint_extra: Mapping | None = None,
+        keep_checkpoints: int = 3, checkpoint_extra: Mapping | None = None, compile: bool = False,
     ):
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter <= 0:
             raise ValueError(f"max_iter must be a positive number of iterations, got {max_iter!r}")
+        if not isinstance(compile, bool):
+            raise ValueError(f"train.compile must be true or false, got {compile!r}")
+        self.compile = compile
         self._max_iter = max_iter
         self.dist = dist or du.DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device(device))
         self.device = self.dist.device
@@ -164,11 +169,22 @@ class Trainer:
         return any(votes)
 
     def _wrap(self) -> nn.Module:
+        """The module that runs the training forward: ``self.model``, compiled and/or inside DDP."""
+        model = self.model
+        if self.compile:
+            # The data-dependent sizes (proposals kept by NMS, sampled RoIs, positives for the mask head) break the
+            # graph, which is fine in training; dynamic=None marks a dimension dynamic once it changes, so a varying
+            # RoI count costs one recompile, not one per count. Autocast is entered around the call, and dynamo
+            # traces under that state (it guards on it), so under train.amp the compiled graphs run in bf16/fp16.
+            model = torch.compile(model, dynamic=None)
         if not self.dist.distributed:
-            return self.model
+            return model
         ids = [self.device.index] if self.device.type == "cuda" else None
+        # Compile inside DDP, as torch's "Where to apply torch.compile?" advises (dynamo handles the DDP wrapper
+        # badly). The compiled frames run inside DDP's forward, where dynamo's DDPOptimizer may split them at DDP's
+        # gradient buckets so that all-reduces overlap the compiled backward (not measured: no multi-core run here).
         return nn.parallel.DistributedDataParallel(
-            self.model, device_ids=ids, find_unused_parameters=self.find_unused_parameters
+            model, device_ids=ids, find_unused_parameters=self.find_unused_parameters
         )
 
     def _step(self, model: nn.Module, batch) -> tuple[dict[str, float], float, float | None, bool]:
@@ -245,6 +261,9 @@ class Trainer:
                 data_time = time.perf_counter() - t0
                 lr = self.optimizer.param_groups[0]["lr"]
                 values, loss, grad_norm, stepped = self._step(model, batch)
+                if self.compile and self.iteration == start:
+                    logger.info("First step with torch.compile took %.1f s (compiling; new shapes may recompile)",
+                                time.perf_counter() - t0)
                 if self.scheduler is not None:
                     self.scheduler.step()
                 self.iteration += 1
