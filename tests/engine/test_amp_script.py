@@ -43,3 +43,18 @@ def test_resolve_amp_says_when_the_cpu_cannot_serve_bf16(monkeypatch, caplog):
         assert amp_mod.resolve_amp("bf16", "cpu") is torch.bfloat16
         assert amp_mod.resolve_amp("none", "cpu") is None
     assert caplog.text == ""
+
+
+def test_amp_auto_is_bf16_only_where_the_device_runs_it_natively(monkeypatch, caplog):
+    monkeypatch.setattr(amp_mod, "cpu_has_bf16", lambda: True)
+    with caplog.at_level(logging.INFO, logger="segdet.utils.amp"):
+        assert amp_mod.resolve_amp("auto", "cpu", key="train.amp") is torch.bfloat16
+    assert "train.amp=auto: bf16" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(amp_mod, "cpu_has_bf16", lambda: False)
+    with caplog.at_level(logging.INFO, logger="segdet.utils.amp"):
+        assert amp_mod.resolve_amp("auto", "cpu", key="train.amp") is None
+    assert "float32" in caplog.text and "warning" not in caplog.text.lower()
+    # A GPU that cannot be asked (none here, or one without bf16) stays in float32.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert amp_mod.resolve_amp("auto", "cuda") is None
