@@ -531,7 +531,7 @@ def _save_overlay(draw_instances, path: Path, image: torch.Tensor, out: Mapping,
     height, width = image.shape[-2:]
     if out.get("mask_probs") is not None:
         masks = list(iter_mask_crops(out["mask_probs"], out["boxes"], int(height), int(width),
-                                     float(out.get("mask_threshold", 0.5))))
+                                     float(out.get("mask_threshold", 0.5)), paste=out.get("mask_paste", "torchvision")))
     else:
         masks = out.get("masks")
     picture = draw_instances(image, out["boxes"].cpu(), out["labels"].cpu(), out["scores"].cpu(), masks, class_names)

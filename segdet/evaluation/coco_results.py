@@ -120,7 +120,7 @@ def _crop_pixel_bounds(boxes: torch.Tensor, mask_size: int, height: int, width: 
 
 
 def iter_mask_crops(mask_probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int,
-                    threshold: float = 0.5, *, max_pixels: int = DEFAULT_MAX_CROP_PIXELS
+                    threshold: float = 0.5, *, max_pixels: int = DEFAULT_MAX_CROP_PIXELS, paste: str = "torchvision"
                     ) -> Iterator[tuple[np.ndarray, int, int]]:
     """The masks ``segdet.ops.paste_masks(mask_probs, boxes, height, width, threshold)`` would give, one
     (bool ndarray [h, w] crop, x, y) per detection, in order, pasted about ``max_pixels`` crop pixels at a time
@@ -128,9 +128,12 @@ def iter_mask_crops(mask_probs: torch.Tensor, boxes: torch.Tensor, height: int, 
 
     mask_probs: float Tensor[D, S, S]; boxes: Tensor[D, 4] (x1, y1, x2, y2) absolute pixels of the
     height x width image (half precision is pasted in float32). Pasting runs where the tensors are, on the CPU
-    for a device the op has no kernel for.
+    for a device the op has no kernel for. ``paste``: "torchvision" (``paste_masks``/``paste_masks_crops``) or
+    "aligned" (``paste_masks_aligned``/``paste_masks_aligned_crops``), as the model's ``mask_paste``.
     """
-    from segdet.ops.paste_masks import paste_masks_crops
+    from segdet.ops.paste_masks import check_paste_mode, paste_masks_aligned_crops, paste_masks_crops
+
+    paste_crops = paste_masks_aligned_crops if check_paste_mode(paste, key="paste") == "aligned" else paste_masks_crops
 
     num = int(mask_probs.shape[0])
     if int(boxes.shape[0]) != num:
@@ -151,20 +154,22 @@ def iter_mask_crops(mask_probs: torch.Tensor, boxes: torch.Tensor, height: int, 
             stop += 1
         probs, chunk_boxes = mask_probs[start:stop], boxes[start:stop]
         try:
-            crops, regions = paste_masks_crops(probs, chunk_boxes, height, width, threshold)
+            crops, regions = paste_crops(probs, chunk_boxes, height, width, threshold)
         except NotImplementedError:  # no kernel for this device (a build without CUDA ops)
-            crops, regions = paste_masks_crops(probs.cpu(), chunk_boxes.cpu(), height, width, threshold)
+            crops, regions = paste_crops(probs.cpu(), chunk_boxes.cpu(), height, width, threshold)
         yield from split_crops(crops, regions)
         del crops, regions
         start = stop
 
 
 def mask_probs_to_rles(mask_probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int,
-                       threshold: float = 0.5, *, max_pixels: int = DEFAULT_MAX_CROP_PIXELS) -> list[dict]:
+                       threshold: float = 0.5, *, max_pixels: int = DEFAULT_MAX_CROP_PIXELS,
+                       paste: str = "torchvision") -> list[dict]:
     """COCO RLEs of the masks ``segdet.ops.paste_masks(mask_probs, boxes, height, width, threshold)`` would give,
     encoded crop by crop (``iter_mask_crops``) without the full-image masks."""
     return [crop_to_rle(crop, x, y, height, width)
-            for crop, x, y in iter_mask_crops(mask_probs, boxes, height, width, threshold, max_pixels=max_pixels)]
+            for crop, x, y in iter_mask_crops(mask_probs, boxes, height, width, threshold, max_pixels=max_pixels,
+                                              paste=paste)]
 
 
 def output_rles(output: Mapping, *, max_pixels: int = DEFAULT_MAX_CROP_PIXELS) -> list[dict] | None:
@@ -173,7 +178,8 @@ def output_rles(output: Mapping, *, max_pixels: int = DEFAULT_MAX_CROP_PIXELS) -
     if output.get("mask_probs") is not None:
         height, width = (int(v) for v in output["image_size"])
         return mask_probs_to_rles(output["mask_probs"], output["boxes"], height, width,
-                                  float(output.get("mask_threshold", 0.5)), max_pixels=max_pixels)
+                                  float(output.get("mask_threshold", 0.5)), max_pixels=max_pixels,
+                                  paste=output.get("mask_paste", "torchvision"))
     if output.get("masks") is not None:
         return encode_mask_results(output["masks"])
     return None

@@ -19,11 +19,11 @@ in the wrapper. The one check that reads tensor data, roi_align's batch index, i
 from . import check_image as _check_image  # noqa: F401  (fake kernel of the exported models' input check)
 from .decode_boxes import decode_boxes
 from .nms import batched_nms, nms
-from .paste_masks import paste_masks, paste_masks_crops
+from .paste_masks import paste_masks, paste_masks_aligned, paste_masks_aligned_crops, paste_masks_crops
 from .roi_align import RoIAlign, roi_align
 
-__all__ = ["RoIAlign", "batched_nms", "decode_boxes", "library_path", "nms", "paste_masks", "paste_masks_crops",
-           "roi_align"]
+__all__ = ["RoIAlign", "batched_nms", "decode_boxes", "library_path", "nms", "paste_masks", "paste_masks_aligned",
+           "paste_masks_aligned_crops", "paste_masks_crops", "roi_align"]
 
 
 def library_path() -> str:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segdet.ops.paste_masks import check_paste_mode
 from segdet.structures import ImageList, Instances, rescale_boxes
 
 LOSS_KEYS = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask")
@@ -28,6 +29,10 @@ class MaskRCNN(nn.Module):
         max_size: upper bound on the longest edge after resizing (pixels).
         size_divisibility: the padded batch is a multiple of this (32 for FPN's p5).
         mask_threshold: probability above which a pasted mask pixel is foreground.
+        mask_paste: "aligned" (pixel centres sample the mask bilinearly, the inverse of the aligned RoI Align
+            that makes the mask targets: ``segdet.ops.paste_masks_aligned``) or "torchvision" (torchvision's
+            grown, integer box, about one pixel wider per side: ``segdet.ops.paste_masks``). The default keeps
+            torchvision's, which checkpoints written before the option was added were evaluated with.
     """
 
     def __init__(
@@ -43,6 +48,7 @@ class MaskRCNN(nn.Module):
         max_size: int = 1333,
         size_divisibility: int = 32,
         mask_threshold: float = 0.5,
+        mask_paste: str = "torchvision",
     ):
         super().__init__()
         self.backbone = backbone
@@ -55,6 +61,7 @@ class MaskRCNN(nn.Module):
         self.max_size = int(max_size)
         self.size_divisibility = int(size_divisibility)
         self.mask_threshold = float(mask_threshold)
+        self.mask_paste = check_paste_mode(mask_paste)
         # Inference masks: "image" pastes them into bool [D, H, W] ("masks"); "deferred" leaves them as the RoI
         # probabilities ("mask_probs") for a consumer that pastes box by box (segdet.evaluation.coco_results),
         # so D x H x W never exists. Set by segdet.evaluation.coco_results.deferred_mask_pasting.
@@ -132,8 +139,8 @@ class MaskRCNN(nn.Module):
             inference: per image {"boxes": Tensor[D, 4] x1y1x2y2 input pixels, "scores": Tensor[D],
             "labels": int64 Tensor[D] in 1..K, "masks": bool Tensor[D, H_i, W_i]}, best first. With
             ``mask_output = "deferred"`` "masks" is replaced by "mask_probs" (float Tensor[D, S, S], the predicted
-            class's RoI mask), "image_size" (H_i, W_i) and "mask_threshold", which paste_masks(mask_probs, boxes,
-            H_i, W_i, mask_threshold) turns into the same "masks".
+            class's RoI mask), "image_size" (H_i, W_i), "mask_threshold" and "mask_paste", which the paste function of
+            ``mask_paste`` turns into the same "masks".
         """
         batch = self.preprocess(images)
         gt = self._gt_instances(targets, images, batch.image_sizes) if self.training else None
@@ -150,9 +157,11 @@ class MaskRCNN(nn.Module):
     def postprocess(self, instances: Sequence[Instances], original_sizes) -> list[dict]:
         """Per image ``Instances`` in resized-image pixels -> output dicts in input-image pixels.
 
-        Masks are pasted by segdet.ops.paste_masks (torchvision's pasting, one kernel for all detections).
+        Masks are pasted by ``segdet.ops.paste_masks_aligned`` or ``segdet.ops.paste_masks`` (``mask_paste``).
         """
-        from segdet.ops import paste_masks
+        from segdet.ops import paste_masks, paste_masks_aligned
+
+        paste = paste_masks_aligned if self.mask_paste == "aligned" else paste_masks
 
         results = []
         for inst, size in zip(instances, original_sizes):
@@ -160,8 +169,8 @@ class MaskRCNN(nn.Module):
             if self.mask_output == "deferred":
                 results.append({"boxes": boxes, "scores": inst.scores, "labels": inst.pred_classes,
                                 "mask_probs": inst.pred_masks.float(), "image_size": (int(size[0]), int(size[1])),
-                                "mask_threshold": self.mask_threshold})
+                                "mask_threshold": self.mask_threshold, "mask_paste": self.mask_paste})
                 continue
-            masks = paste_masks(inst.pred_masks.float(), boxes.float(), int(size[0]), int(size[1]), self.mask_threshold)
+            masks = paste(inst.pred_masks.float(), boxes.float(), int(size[0]), int(size[1]), self.mask_threshold)
             results.append({"boxes": boxes, "scores": inst.scores, "labels": inst.pred_classes, "masks": masks})
         return results
