@@ -144,8 +144,10 @@ def _aligned_args(masks: Tensor, boxes: Tensor, height, width, threshold) -> Non
         raise ValueError(f"paste_masks_aligned: masks must be [D, S, S], got {tuple(masks.shape)}")
     if boxes.dim() != 2 or boxes.shape[-1] != 4:
         raise ValueError(f"paste_masks_aligned: boxes must be [D, 4], got {tuple(boxes.shape)}")
-    torch._check_value(masks.shape[0] == boxes.shape[0],
-                       lambda: f"paste_masks_aligned: masks has {masks.shape[0]} rows but boxes has {boxes.shape[0]}")
+    if not isinstance(masks.shape[0], torch.SymInt) and masks.shape[0] != boxes.shape[0]:
+        raise ValueError(f"paste_masks_aligned: masks has {masks.shape[0]} rows but boxes has {boxes.shape[0]}")
+    # Traced with an unbacked detection count: a runtime assertion (its message must be a constant for dynamo).
+    torch._check_value(masks.shape[0] == boxes.shape[0], lambda: "paste_masks_aligned: masks and boxes rows differ")
     if masks.device != boxes.device:
         raise ValueError(f"paste_masks_aligned: masks ({masks.device}) and boxes ({boxes.device}) must be on one device")
     if not (masks.is_floating_point() and boxes.is_floating_point()):
