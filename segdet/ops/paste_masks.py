@@ -157,6 +157,12 @@ def _aligned_args(masks: Tensor, boxes: Tensor, height, width, threshold) -> Non
         raise ValueError(f"paste_masks_aligned: threshold must be in [0, 1), got {threshold}")
 
 
+def _aligned_inputs(masks: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, torch.dtype]:
+    # float64 stays float64; float32, half and bf16 are pasted in float32.
+    dtype = masks.dtype if masks.dtype == torch.float64 else torch.float32
+    return masks.to(dtype), boxes.to(dtype), dtype
+
+
 def paste_masks_aligned(masks: Tensor, boxes: Tensor, height: int, width: int, threshold: float = 0.5) -> Tensor:
     """Paste each S x S mask into its box of a height x width image by pixel-centre sampling and threshold it.
 
@@ -174,8 +180,7 @@ def paste_masks_aligned(masks: Tensor, boxes: Tensor, height: int, width: int, t
         bool Tensor[D, height, width] on masks' device.
     """
     _aligned_args(masks, boxes, height, width, threshold)
-    dtype = masks.dtype if masks.dtype == torch.float64 else torch.float32
-    probs, boxes = masks.to(dtype), boxes.to(dtype)
+    probs, boxes, dtype = _aligned_inputs(masks, boxes)
     zero = torch.zeros(boxes.shape[0], dtype=torch.int64, device=boxes.device)
     size = probs.shape[-1]
     wy = _hat_weights(boxes[:, 1], boxes[:, 3], size, zero, height, dtype)  # [D, H, S]
@@ -206,8 +211,7 @@ def paste_masks_aligned_crops(masks: Tensor, boxes: Tensor, height: int, width: 
     the D crops row-major one after another; regions int64 Tensor[D, 4] (x, y, w, h) from
     ``aligned_paste_regions``). Outside its region a detection's full-image mask is all False."""
     _aligned_args(masks, boxes, height, width, threshold)
-    dtype = masks.dtype if masks.dtype == torch.float64 else torch.float32
-    probs, fboxes = masks.to(dtype), boxes.to(dtype)
+    probs, fboxes, dtype = _aligned_inputs(masks, boxes)
     size = probs.shape[-1]
     regions = aligned_paste_regions(boxes, size, int(height), int(width))
     crops = []
