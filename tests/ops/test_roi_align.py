@@ -207,6 +207,25 @@ def test_deterministic_across_thread_counts():
         assert torch.equal(out, first[1]) and torch.equal(grad, first[2])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grad_input_keeps_the_maps_layout_whatever_the_grads(dtype):
+    # A box head flattens the pooled features, so the gradient reaching roi_align's backward is contiguous
+    # even when the feature map is channels_last. The map's gradient must still be channels_last (the RPN's
+    # gradient of the same map is, and adding mixed layouts is several times slower), with the same values.
+    x, rois = make_case(12, 0.5, c=16, dtype=dtype)
+    expected = {}
+    for cl in (False, True):
+        leaf = (x.contiguous(memory_format=torch.channels_last) if cl else x).detach().requires_grad_(True)
+        # A non-leaf map, as in a model: a leaf's .grad is re-laid out by autograd to match the leaf.
+        xx = leaf * 1
+        out = roi_align(xx, rois, 3, 0.5, 2, True)
+        grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(dtype).contiguous()
+        (expected[cl],) = torch.autograd.grad(out, xx, grad_out)
+    assert expected[True].is_contiguous(memory_format=torch.channels_last) and not expected[True].is_contiguous()
+    assert expected[False].is_contiguous()
+    assert torch.equal(expected[True], expected[False])
+
+
 # ---- autograd, opcheck, torch.compile, autocast --------------------------------------------
 
 
