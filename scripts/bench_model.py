@@ -5,6 +5,7 @@
     .venv/bin/python scripts/bench_model.py --mode train --reps 3 --device cuda
     .venv/bin/python scripts/bench_model.py --amp bf16              # adds segdet under bf16 autocast
     .venv/bin/python scripts/bench_model.py --mode inference --aoti   # + segdet's AOTInductor package
+    .venv/bin/python scripts/bench_model.py --mode inference --aoti --amp bf16   # + bf16 eager and bf16 package
 
 torchvision's model is built exactly as maskrcnn_resnet50_fpn builds it with pretrained weights
 (FrozenBatchNorm, trainable_backbone_layers=3), given random weights perturbed so that it detects
@@ -132,8 +133,9 @@ def machine_info(device: str) -> dict:
     return info
 
 
-def aoti_call(model, image: torch.Tensor, device: str):
-    """(no-argument function running model's AOTInductor package on ``image``, {"export_s", "compile_s"}).
+def aoti_call(model, image: torch.Tensor, device: str, amp: str = "none"):
+    """(no-argument function running model's AOTInductor package on ``image``, {"export_s", "compile_s"});
+    ``amp`` is the package's precision (scripts/export.py amp=none|bf16).
 
     The package takes uint8 images: ``image`` (float in [0, 1]) is quantised once, before timing; the eager
     models keep the float image (the difference is one division in the preprocessing)."""
@@ -144,12 +146,12 @@ def aoti_call(model, image: torch.Tensor, device: str):
     h, w = image.shape[-2:]
     side = max(h, w)
     t0 = time.perf_counter()
-    ep = export_model(model, min_side=32, max_side=side)
+    ep = export_model(model, min_side=32, max_side=side, amp=amp)
     t1 = time.perf_counter()
     path = os.path.join(tempfile.mkdtemp(prefix="segdet-bench-"), "model.pt2")
     meta = package_metadata(num_classes=model.num_classes, class_names=[str(i) for i in range(model.num_classes)],
-                            label_to_category_id=None, min_side=32, max_side=side)
-    compile_package(ep, path, meta)
+                            label_to_category_id=None, min_side=32, max_side=side, amp=amp)
+    compile_package(ep, path, meta, amp=amp)
     t2 = time.perf_counter()
     package = torch._inductor.aoti_load_package(path)
     u8 = (image * 255).round().clamp(0, 255).to(torch.uint8)
@@ -191,9 +193,14 @@ def run(args) -> dict:
         if amp is not None:
             candidates[f"segdet-{args.amp}"] = inference_call(ours, images, amp=amp)
         if args.aoti:
-            candidates["segdet_aoti"], result["aoti"] = aoti_call(ours, images[0], device)
-            print(f"export {result['aoti']['export_s']:.1f} s, AOTInductor compile {result['aoti']['compile_s']:.1f} s")
-        detections = {name: int(len(fn()[0]["boxes"] if name != "segdet_aoti" else fn()[0]))
+            # The float32 package, and with --amp bf16 also the bf16 one (export amp=bf16).
+            for amp_name in ["none"] + (["bf16"] if args.amp == "bf16" else []):
+                name = "segdet_aoti" if amp_name == "none" else f"segdet_aoti-{amp_name}"
+                key = name.replace("segdet_", "")  # "aoti", "aoti-bf16": export and compile seconds
+                candidates[name], result[key] = aoti_call(ours, images[0], device, amp=amp_name)
+                print(f"{name}: export {result[key]['export_s']:.1f} s, "
+                      f"AOTInductor compile {result[key]['compile_s']:.1f} s")
+        detections = {name: int(len(fn()[0]["boxes"] if not name.startswith("segdet_aoti") else fn()[0]))
                       for name, fn in candidates.items()}
         if args.profile:
             for name, fn in candidates.items():
@@ -258,7 +265,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rois-per-image", type=int, default=None, help="sampled RoIs per image (default 512)")
     parser.add_argument("--max-detections", type=int, default=None, help="detections per image (default 100)")
     parser.add_argument("--aoti", action="store_true",
-                        help="also time segdet's AOTInductor package (export + compile first: minutes)")
+                        help="also time segdet's AOTInductor package (export + compile first: minutes); with "
+                             "--amp bf16 also a bf16 package")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 128x192 images, 1 rep, no warm-up, 100 proposals, 64 RoIs, 10 detections")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON to PATH")

@@ -1,5 +1,5 @@
 """Export a trained model to an AOTInductor package: python scripts/export.py model=NAME checkpoint=PATH
-output=FILE.pt2 [device=cpu|cuda] [min_side=32] [max_side=2048]   (conf/export.yaml, segdet/export/)
+output=FILE.pt2 [device=cpu|cuda] [min_side=32] [max_side=2048] [amp=none|bf16]   (conf/export.yaml, segdet/export/)
 
 Exit status 1 with a one-line message on bad input (missing checkpoint, a model config that does not fit it).
 """
@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> int:
     try:
         result = export_checkpoint(cfg_model=cfg.model, checkpoint=cfg.checkpoint, output=cfg.output,
                                    device=cfg.device, min_side=int(cfg.min_side), max_side=int(cfg.max_side),
-                                   class_names=class_names)
+                                   class_names=class_names, amp=str(cfg.amp))
     except (FileNotFoundError, ValueError, CheckpointError) as exc:
         logger.error("%s", exc)
         sys.exit(1)

@@ -624,8 +624,8 @@ def predict(
     ``checkpoint`` a ``.pt2`` file: the exported package (``scripts/export.py``) runs instead of the eager model,
     through the same pipeline and outputs; its metadata gives the class names and category ids, it runs on the
     device it was compiled for (``device`` None, or naming that device), and ``cfg_model`` and ``amp`` must be
-    left unset (the package fixes the network and was compiled in float32). ``device`` None with a checkpoint:
-    the CPU.
+    left unset (the package fixes the network and its precision: ``scripts/export.py amp=none|bf16``). ``device``
+    None with a checkpoint: the CPU.
 
     category_id in the results is the checkpoint's (package's) ``label_to_category_id[label]`` when it stores
     that mapping, the model label otherwise. ``num_workers`` None: up to 4 decoding workers, half the CPUs.
@@ -650,8 +650,9 @@ def predict(
             raise ValueError(f"model= cannot be combined with checkpoint={os.fspath(checkpoint)!r}: an exported "
                              "package fixes its network; leave model= unset")
         if amp != "none":
-            raise ValueError(f"amp={amp} cannot be used with the package checkpoint={os.fspath(checkpoint)!r}: it "
-                             "was compiled in float32 and autocast does not reach compiled code; use amp=none")
+            raise ValueError(f"amp={amp} cannot be used with the package checkpoint={os.fspath(checkpoint)!r}: its "
+                             "precision was fixed when it was exported and autocast does not reach compiled code; use "
+                             "amp=none (export with scripts/export.py ... amp=bf16 for a bf16 package)")
         model, info = load_package(checkpoint, device)
         device = info["device"]
         # What export wrote (source checkpoint, classes, sizes, versions) identifies the package's results.

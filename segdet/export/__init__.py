@@ -11,7 +11,13 @@ them variable. No fixed-capacity buffer or padding is needed and the outputs hav
 
 Metadata (strings, ``aoti_load_package(path).get_metadata()``): ``segdet.class_names`` (JSON list of K names for
 labels 1..K), ``segdet.label_to_category_id`` (JSON object label -> dataset category id, or null),
-``segdet.num_classes``, ``segdet.min_side``, ``segdet.max_side``, ``segdet.torch_version``, ``segdet.version``.
+``segdet.num_classes``, ``segdet.min_side``, ``segdet.max_side``, ``segdet.amp``, ``segdet.torch_version``,
+``segdet.version``.
+
+Precision (``amp``): "none" exports float32; "bf16" exports the model as it runs under ``torch.autocast(bf16)`` (the
+convolutions and linear layers in bf16, box coding, NMS and pasting in float32, as segdet's autocast rules say). The
+trace and the AOTInductor compile both run under the autocast context: the compile re-traces the exported program,
+and outside autocast that re-trace would compute the layers in float32 and contradict the dtypes recorded at export.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 __all__ = ["ExportError", "InferenceWrapper", "export_model", "export_checkpoint", "package_metadata",
-           "METADATA_PREFIX"]
+           "EXPORT_AMP", "METADATA_PREFIX"]
 
 METADATA_PREFIX = "segdet."
 
@@ -39,6 +45,17 @@ METADATA_PREFIX = "segdet."
 # of detections): a 2-conv stack differed by up to 0.8 from eager, 0.0 with it off (tests/export/test_export.py
 # catches it through the mask IoU).
 INDUCTOR_CONFIGS = {"layout_optimization": False}
+
+# The precisions a package can be exported in (the ``amp`` key of conf/export.yaml).
+EXPORT_AMP = ("none", "bf16")
+
+
+def _export_autocast(amp: str, device: torch.device):
+    from segdet.utils.amp import autocast, resolve_amp
+
+    if amp not in EXPORT_AMP:
+        raise ValueError(f"amp must be one of {', '.join(EXPORT_AMP)} for an export, got {amp!r}")
+    return autocast(device, resolve_amp(amp, device))
 
 
 class ExportError(RuntimeError):
@@ -77,9 +94,10 @@ def _example_size(model: nn.Module, min_side: int, max_side: int) -> tuple[int, 
 
 
 def export_model(model: nn.Module, *, min_side: int = 32, max_side: int = 2048,
-                 example_size: tuple[int, int] | None = None) -> torch.export.ExportedProgram:
+                 example_size: tuple[int, int] | None = None, amp: str = "none") -> torch.export.ExportedProgram:
     """torch.export (strict, so a graph break is an error) of ``model``'s inference on one uint8 image with
-    dynamic height and width in ``[min_side, max_side]``. The model is put in eval mode."""
+    dynamic height and width in ``[min_side, max_side]``, in the precision ``amp`` (module docstring; compile it
+    with the same ``amp``). The model is put in eval mode."""
     if not 1 <= min_side <= max_side:
         raise ValueError(f"need 1 <= min_side <= max_side, got min_side={min_side}, max_side={max_side}")
     model.eval()
@@ -89,7 +107,7 @@ def export_model(model: nn.Module, *, min_side: int = 32, max_side: int = 2048,
     example = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, device=device)
     dims = {1: torch.export.Dim("height", min=min_side, max=max_side),
             2: torch.export.Dim("width", min=min_side, max=max_side)}
-    with torch.no_grad():
+    with torch.no_grad(), _export_autocast(amp, device):
         try:
             return torch.export.export(wrapper, (example,), dynamic_shapes={"image": dims}, strict=True)
         except Exception as exc:  # noqa: BLE001  (torch.export raises many types; all mean the same here)
@@ -97,7 +115,8 @@ def export_model(model: nn.Module, *, min_side: int = 32, max_side: int = 2048,
 
 
 def package_metadata(*, num_classes: int, class_names: Sequence[str], label_to_category_id: Mapping | None,
-                     min_side: int, max_side: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+                     min_side: int, max_side: int, amp: str = "none",
+                     extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The string metadata stored in the package (module docstring)."""
     import segdet
 
@@ -110,6 +129,7 @@ def package_metadata(*, num_classes: int, class_names: Sequence[str], label_to_c
         "num_classes": str(int(num_classes)),
         "min_side": str(int(min_side)),
         "max_side": str(int(max_side)),
+        "amp": str(amp),
         "torch_version": torch.__version__,
         "version": segdet.__version__,
         **dict(extra or {}),
@@ -117,19 +137,27 @@ def package_metadata(*, num_classes: int, class_names: Sequence[str], label_to_c
     return {METADATA_PREFIX + k: v for k, v in meta.items()}
 
 
-def compile_package(ep: torch.export.ExportedProgram, output: str | os.PathLike, metadata: Mapping[str, str]) -> Path:
-    """AOTInductor-compile ``ep`` and write the package ``output`` (written to a temporary name, then renamed,
-    so a failed compile leaves an existing file as it was)."""
+def compile_package(ep: torch.export.ExportedProgram, output: str | os.PathLike, metadata: Mapping[str, str], *,
+                    amp: str = "none") -> Path:
+    """AOTInductor-compile ``ep`` (exported with the same ``amp``) and write the package ``output`` (written to a
+    temporary name, then renamed, so a failed compile leaves an existing file as it was)."""
+    declared = metadata.get(METADATA_PREFIX + "amp", amp)
+    if declared != amp:
+        raise ValueError(f"compile_package: amp={amp!r} but the metadata says {METADATA_PREFIX}amp={declared!r}; "
+                         "compile with the amp the program was exported with")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     # Compiled under the final file name inside a temporary directory: the archive's root folder is named after
     # the file, and a temporary name would be baked into the package.
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp", dir=output.parent))
     tmp = tmp_dir / output.name
+    device = next((t.device for t in ep.state_dict.values() if isinstance(t, torch.Tensor)), torch.device("cpu"))
     try:
-        torch._inductor.aoti_compile_and_package(
-            ep, package_path=str(tmp), inductor_configs=dict(INDUCTOR_CONFIGS, **{"aot_inductor.metadata": dict(metadata)})
-        )
+        with torch.no_grad(), _export_autocast(amp, device):
+            torch._inductor.aoti_compile_and_package(
+                ep, package_path=str(tmp),
+                inductor_configs=dict(INDUCTOR_CONFIGS, **{"aot_inductor.metadata": dict(metadata)}),
+            )
         os.replace(tmp, output)
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"AOTInductor compilation to {output} failed: {exc}") from exc
@@ -139,7 +167,8 @@ def compile_package(ep: torch.export.ExportedProgram, output: str | os.PathLike,
 
 
 def export_checkpoint(*, cfg_model, checkpoint: str | os.PathLike, output: str | os.PathLike, device: str = "cpu",
-                      min_side: int = 32, max_side: int = 2048, class_names: Sequence[str] | None = None) -> dict:
+                      min_side: int = 32, max_side: int = 2048, class_names: Sequence[str] | None = None,
+                      amp: str = "none") -> dict:
     """Everything ``scripts/export.py`` does: load the checkpoint into the model of ``cfg_model`` (the checkpoint's
     num_classes wins, a config that does not fit the weights fails naming the differences), export, compile,
     package. Returns {"output", "export_s", "compile_s", "metadata"}."""
@@ -148,6 +177,8 @@ def export_checkpoint(*, cfg_model, checkpoint: str | os.PathLike, output: str |
     output = Path(output)
     if output.suffix != ".pt2":
         raise ValueError(f"output must be a .pt2 file, got {str(output)!r}")
+    if amp not in EXPORT_AMP:
+        raise ValueError(f"amp must be one of {', '.join(EXPORT_AMP)} for an export, got {amp!r}")
     from segdet.engine.checkpoint import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
@@ -155,12 +186,12 @@ def export_checkpoint(*, cfg_model, checkpoint: str | os.PathLike, output: str |
     names = resolve_class_names(class_names, info, int(model.num_classes))
     meta = package_metadata(num_classes=int(model.num_classes), class_names=names,
                             label_to_category_id=info.get("label_to_category_id"), min_side=min_side,
-                            max_side=max_side, extra={"checkpoint": str(path), "device": str(device)})
+                            max_side=max_side, amp=amp, extra={"checkpoint": str(path), "device": str(device)})
     t0 = time.perf_counter()
-    ep = export_model(model, min_side=min_side, max_side=max_side)
+    ep = export_model(model, min_side=min_side, max_side=max_side, amp=amp)
     t1 = time.perf_counter()
     logger.info("torch.export took %.1f s", t1 - t0)
-    compile_package(ep, output, meta)
+    compile_package(ep, output, meta, amp=amp)
     t2 = time.perf_counter()
     logger.info("AOTInductor compile + package took %.1f s; wrote %s", t2 - t1, output)
     return {"output": str(output), "export_s": t1 - t0, "compile_s": t2 - t1, "metadata": meta}

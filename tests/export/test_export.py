@@ -8,25 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from tests_export_helpers import ROOT, assert_same_detections, export_env
+from tests_export_helpers import ROOT, assert_same_detections, export_env, export_test_images
 
 RUNNER = Path(__file__).with_name("_run_package.py")
 KEYS = ("boxes", "scores", "labels", "masks")
 
 
-def _images():
-    from segdet.data.shapes import ShapesParams, render_image
-
-    params = ShapesParams()
-    val = [torch.from_numpy(np.ascontiguousarray(render_image(params, "val", i)[0])).permute(2, 0, 1).contiguous()
-           for i in range(2)]
-    # Two sizes never seen at export (the export example is 115 x 160): a crop and a tiled, cropped image.
-    other = [val[0][:, 10:106, 3:179 - 51].contiguous(), torch.cat([val[1], val[0]], 1)[:, 20:220, 5:125].contiguous()]
-    return val + other
+_images = export_test_images
 
 
 @pytest.fixture(scope="module")

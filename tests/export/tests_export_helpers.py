@@ -37,6 +37,20 @@ def assert_same_detections(got, ref):
     assert _mask_iou(masks, ref["masks"]).min() > 0.99
 
 
+def export_test_images() -> list:
+    """uint8 [3, H, W] images: two shapes val images at their size and two sizes never seen at export (the export
+    example is 115 x 160): a crop and a tiled, cropped image."""
+    import numpy as np
+
+    from segdet.data.shapes import ShapesParams, render_image
+
+    params = ShapesParams()
+    val = [torch.from_numpy(np.ascontiguousarray(render_image(params, "val", i)[0])).permute(2, 0, 1).contiguous()
+           for i in range(2)]
+    other = [val[0][:, 10:106, 3:179 - 51].contiguous(), torch.cat([val[1], val[0]], 1)[:, 20:220, 5:125].contiguous()]
+    return val + other
+
+
 def export_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT)

@@ -72,6 +72,26 @@ def test_paste_masks_under_autocast_equals_float32(dtype):
     torch.testing.assert_close(out, ops.paste_masks(masks.float(), boxes, 80, 90, 0.5), rtol=0, atol=0)
 
 
+def test_paste_masks_under_autocast_keeps_a_symbolic_image_size():
+    """The autocast kernel passes SymInt sizes on: traced under autocast with a dynamic image size, the graph
+    must not specialise to the example's size (an int64_t signature did: 'specialized it to be a constant')."""
+
+    class Paste(torch.nn.Module):
+        def forward(self, image, masks, boxes):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return ops.paste_masks(masks.bfloat16(), boxes, image.shape[-2], image.shape[-1], 0.5)
+
+    gen = torch.Generator().manual_seed(5)
+    boxes = _boxes(6, gen, scale=40.0)
+    masks = torch.rand(6, 28, 28, generator=gen)
+    dims = {"image": {0: torch.export.Dim("h", min=8, max=256), 1: torch.export.Dim("w", min=8, max=256)},
+            "masks": None, "boxes": None}
+    ep = torch.export.export(Paste(), (torch.zeros(50, 60), masks, boxes), dynamic_shapes=dims, strict=True)
+    out = ep.module()(torch.zeros(70, 45), masks, boxes)
+    assert out.shape == (6, 70, 45)
+    torch.testing.assert_close(out, ops.paste_masks(masks.bfloat16().float(), boxes, 70, 45, 0.5), rtol=0, atol=0)
+
+
 def test_box_ops_outside_autocast_still_reject_mixed_dtypes():
     """The casts belong to autocast only: a plain call with mixed dtypes is still a TypeError."""
     gen = torch.Generator().manual_seed(4)

@@ -16,6 +16,7 @@
 // proposals are float32; without these casts the ops' dtype checks reject the mix.
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include "ops/decode_boxes.h"
@@ -48,12 +49,18 @@ at::Tensor decode_boxes_autocast(const at::Tensor& rel_codes, const at::Tensor& 
                       at::autocast::cached_cast(at::kFloat, boxes, device), weights, bbox_xform_clip, image_size);
 }
 
+// SymInt sizes, called through the dispatcher with them: an int64_t signature here would turn a symbolic image
+// size (torch.compile / torch.export with dynamic H, W under autocast) into a constant, as the schema's comment
+// in paste_masks.cpp warns.
 template <c10::DispatchKey key, c10::DeviceType device>
-at::Tensor paste_masks_autocast(const at::Tensor& masks, const at::Tensor& boxes, int64_t height, int64_t width,
-                                double threshold) {
+at::Tensor paste_masks_autocast(const at::Tensor& masks, const at::Tensor& boxes, c10::SymInt height,
+                                c10::SymInt width, double threshold) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
-  return paste_masks(at::autocast::cached_cast(at::kFloat, masks, device),
-                     at::autocast::cached_cast(at::kFloat, boxes, device), height, width, threshold);
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("segdet::paste_masks", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, c10::SymInt, c10::SymInt, double)>();
+  return op.call(at::autocast::cached_cast(at::kFloat, masks, device),
+                 at::autocast::cached_cast(at::kFloat, boxes, device), std::move(height), std::move(width), threshold);
 }
 
 template <c10::DispatchKey key, c10::DeviceType device>
