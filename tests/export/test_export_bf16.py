@@ -106,7 +106,7 @@ def test_bf16_package_computes_in_bf16(bf16_exported):
 
 def test_export_rejects_an_unknown_precision(small_package, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts/export.py"), "model=maskrcnn_small",
-                           f"checkpoint={small_package['ckpt']}", f"output={tmp / 'x.pt2'}", "amp=fp16"],
+                           f"checkpoint={small_package['ckpt']}", f"output={tmp_path / 'x.pt2'}", "amp=fp16"],
                           capture_output=True, text=True, env=export_env(), timeout=600)
     assert proc.returncode == 1
     assert "amp must be one of none, bf16" in proc.stdout + proc.stderr

@@ -143,7 +143,7 @@ def _bad_packages(tmp, small_package):
     ("garbage", ValueError, ["checkpoint=", "garbage.pt2", "not an AOTInductor package"]),
     ("renamed", ValueError, ["checkpoint=", "renamed.pt2", "not an AOTInductor package"]),
     ("model", ValueError, ["model=", "model.pt2"]),
-    ("amp", ValueError, ["amp=bf16", "float32"]),
+    ("amp", ValueError, ["amp=bf16", "precision", "amp=none"]),
     ("device", ValueError, ["device='cuda'", "compiled for cpu"]),
 ])
 def test_bad_requests_fail_naming_the_argument(small_package, images, tmp_path, case, error, words):
