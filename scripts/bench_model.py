@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_model.py --quick --json out.json   # small smoke run
     .venv/bin/python scripts/bench_model.py --mode train --reps 3 --device cuda
     .venv/bin/python scripts/bench_model.py --amp bf16              # adds segdet under bf16 autocast
+    .venv/bin/python scripts/bench_model.py --amp bf16 --nchw       # + segdet with an NCHW backbone, both dtypes
     .venv/bin/python scripts/bench_model.py --mode inference --aoti   # + segdet's AOTInductor package
     .venv/bin/python scripts/bench_model.py --mode inference --aoti --amp bf16   # + bf16 eager and bf16 package
 
@@ -86,6 +87,15 @@ def build_models(height: int, width: int, seed: int, *, proposals=None, rois_per
     ours = build_model(cfg)
     ours.load_state_dict(convert_torchvision_maskrcnn(tv.state_dict()), strict=True)
     return tv, ours
+
+
+def contiguous_copy(model):
+    """A copy of segdet's model whose backbone runs in the contiguous (NCHW) memory format instead of channels_last
+    (the heads follow the backbone's layout: roi_align keeps its input's format)."""
+    other = copy.deepcopy(model)
+    other.backbone.channels_last = False
+    other.backbone.to(memory_format=torch.contiguous_format)
+    return other
 
 
 def make_batch(height: int, width: int, num_images: int, seed: int, device: str):
@@ -192,6 +202,11 @@ def run(args) -> dict:
         candidates = {"segdet": inference_call(ours, images), "torchvision": inference_call(tv, images)}
         if amp is not None:
             candidates[f"segdet-{args.amp}"] = inference_call(ours, images, amp=amp)
+        if args.nchw:
+            nchw = contiguous_copy(ours)
+            candidates["segdet-nchw"] = inference_call(nchw, images)
+            if amp is not None:
+                candidates[f"segdet-nchw-{args.amp}"] = inference_call(nchw, images, amp=amp)
         if args.aoti:
             # The float32 package, and with --amp bf16 also the bf16 one (export amp=bf16).
             for amp_name in ["none"] + (["bf16"] if args.amp == "bf16" else []):
@@ -222,6 +237,11 @@ def run(args) -> dict:
         }
         if amp is not None:
             candidates[f"segdet-{args.amp}"] = training_step_call(copy.deepcopy(ours), images, targets, amp=amp)
+        if args.nchw:
+            candidates["segdet-nchw"] = training_step_call(contiguous_copy(ours), images, targets)
+            if amp is not None:
+                candidates[f"segdet-nchw-{args.amp}"] = training_step_call(contiguous_copy(ours), images, targets,
+                                                                          amp=amp)
         if args.profile:
             for name, fn in candidates.items():
                 profile(fn, f"{name} training step", args.profile)
@@ -267,6 +287,9 @@ def main(argv=None) -> int:
     parser.add_argument("--aoti", action="store_true",
                         help="also time segdet's AOTInductor package (export + compile first: minutes); with "
                              "--amp bf16 also a bf16 package")
+    parser.add_argument("--nchw", action="store_true",
+                        help="also time segdet with its backbone in the contiguous (NCHW) format instead of the "
+                             "config's channels_last (with --amp, in both precisions)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 128x192 images, 1 rep, no warm-up, 100 proposals, 64 RoIs, 10 detections")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON to PATH")
