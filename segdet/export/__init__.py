@@ -50,11 +50,15 @@ INDUCTOR_CONFIGS = {"layout_optimization": False}
 EXPORT_AMP = ("none", "bf16")
 
 
+def _check_export_amp(amp: str) -> None:
+    if amp not in EXPORT_AMP:
+        raise ValueError(f"amp must be one of {', '.join(EXPORT_AMP)} for an export, got {amp!r}")
+
+
 def _export_autocast(amp: str, device: torch.device):
     from segdet.utils.amp import autocast, resolve_amp
 
-    if amp not in EXPORT_AMP:
-        raise ValueError(f"amp must be one of {', '.join(EXPORT_AMP)} for an export, got {amp!r}")
+    _check_export_amp(amp)
     return autocast(device, resolve_amp(amp, device))
 
 
@@ -177,8 +181,7 @@ def export_checkpoint(*, cfg_model, checkpoint: str | os.PathLike, output: str |
     output = Path(output)
     if output.suffix != ".pt2":
         raise ValueError(f"output must be a .pt2 file, got {str(output)!r}")
-    if amp not in EXPORT_AMP:
-        raise ValueError(f"amp must be one of {', '.join(EXPORT_AMP)} for an export, got {amp!r}")
+    _check_export_amp(amp)  # before the (slow) model load
     from segdet.engine.checkpoint import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
