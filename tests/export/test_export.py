@@ -3,17 +3,14 @@ model's detections (issue 11, sections 1 and 3). One export per module (AOTInduc
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests_export_helpers import ROOT, assert_same_detections, export_env, export_test_images
+from tests_export_helpers import ROOT, assert_same_detections, export_env, export_test_images, run_package_fresh
 
-RUNNER = Path(__file__).with_name("_run_package.py")
 KEYS = ("boxes", "scores", "labels", "masks")
 
 
@@ -24,16 +21,10 @@ _images = export_test_images
 def exported(small_package):
     model, package, tmp = small_package["model"], small_package["package"], small_package["package"].parent
     images = _images()
-    torch.save(images, tmp / "inputs.pt")
-    import segdet.ops
-
-    run = subprocess.run([sys.executable, str(RUNNER), segdet.ops.library_path(), str(package), str(tmp / "inputs.pt"),
-                          str(tmp / "outputs.pt")], capture_output=True, text=True, timeout=600,
-                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, cwd=str(tmp))
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = run_package_fresh(package, images, tmp)
     with torch.no_grad():
         refs = [model([img])[0] for img in images]
-    return {"result": torch.load(tmp / "outputs.pt"), "refs": refs, "images": images, "names": small_package["names"],
+    return {"result": result, "refs": refs, "images": images, "names": small_package["names"],
             "mapping": small_package["mapping"], "tmp": tmp, "ckpt": small_package["ckpt"], "package": package}
 
 

@@ -3,42 +3,29 @@ never imports segdet, gives the eager model's detections under the same autocast
 metadata. One more AOTInductor compile of the small model (minutes)."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests_export_helpers import ROOT, export_env, export_test_images
+from tests_export_helpers import ROOT, export_env, export_package, export_test_images, run_package_fresh
 
-RUNNER = Path(__file__).with_name("_run_package.py")
 
 
 @pytest.fixture(scope="module")
 def bf16_exported(small_package, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export_bf16")
     package = tmp / "model_bf16.pt2"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts/export.py"), "model=maskrcnn_small",
-                           f"checkpoint={small_package['ckpt']}", f"output={package}", "min_side=32",
-                           "max_side=1024", "amp=bf16"], capture_output=True, text=True, env=export_env(),
-                          timeout=1800)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    export_package(small_package["ckpt"], package, "amp=bf16")
     images = export_test_images()
-    torch.save(images, tmp / "inputs.pt")
-    import segdet.ops
-
-    run = subprocess.run([sys.executable, str(RUNNER), segdet.ops.library_path(), str(package), str(tmp / "inputs.pt"),
-                          str(tmp / "outputs.pt")], capture_output=True, text=True, timeout=600,
-                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, cwd=str(tmp))
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = run_package_fresh(package, images, tmp)
     model = small_package["model"]
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         refs = [model([img])[0] for img in images]
     with torch.no_grad():
         refs32 = [model([img])[0] for img in images]
-    return {"result": torch.load(tmp / "outputs.pt"), "refs": refs, "refs32": refs32, "images": images}
+    return {"result": result, "refs": refs, "refs32": refs32, "images": images}
 
 
 def assert_bf16_detections_close(got, ref):

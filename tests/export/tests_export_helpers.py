@@ -90,9 +90,28 @@ def export_small_package(tmp: Path) -> dict:
     (run_dir / "checkpoints").mkdir(parents=True)
     os.link(ckpt, run_dir / "checkpoints" / ckpt.name)
     package = tmp / "model.pt2"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts/export.py"), "model=maskrcnn_small",
-                           f"checkpoint={run_dir}", f"output={package}", "min_side=32", "max_side=1024"],
-                          capture_output=True, text=True, env=export_env(), timeout=1800)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    export_package(run_dir, package)
     return {"model": model, "ckpt": ckpt, "run_dir": run_dir, "package": package, "names": names,
             "mapping": mapping}
+
+
+def export_package(checkpoint, package: Path, *overrides: str) -> None:
+    """scripts/export.py model=maskrcnn_small checkpoint=... output=package min_side=32 max_side=1024 [overrides]."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts/export.py"), "model=maskrcnn_small",
+                           f"checkpoint={checkpoint}", f"output={package}", "min_side=32", "max_side=1024", *overrides],
+                          capture_output=True, text=True, env=export_env(), timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def run_package_fresh(package: Path, images: list, tmp: Path) -> dict:
+    """The package run on ``images`` by _run_package.py in a process without PYTHONPATH (it never imports segdet):
+    {"outputs", "metadata", "errors", "segdet_imported"} (see _run_package.py)."""
+    import segdet.ops
+
+    torch.save(images, tmp / "inputs.pt")
+    run = subprocess.run([sys.executable, str(Path(__file__).with_name("_run_package.py")), segdet.ops.library_path(),
+                          str(package), str(tmp / "inputs.pt"), str(tmp / "outputs.pt")], capture_output=True,
+                         text=True, timeout=600, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+                         cwd=str(tmp))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return torch.load(tmp / "outputs.pt")
