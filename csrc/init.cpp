@@ -6,11 +6,13 @@
 #include <torch/extension.h>
 
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "ops/decode_boxes.h"
 #include "ops/nms.h"
 #include "ops/paste_masks.h"
+#include "ops/paste_masks_aligned.h"
 #include "ops/roi_align.h"
 
 namespace {
@@ -59,6 +61,11 @@ void check_paste_masks_args(const at::Tensor& masks, const at::Tensor& boxes, in
   ops::detail::check_paste_masks_args(masks, boxes, height, width);
 }
 
+void check_paste_masks_aligned_args(const std::string& op, const at::Tensor& masks, const at::Tensor& boxes,
+                                    int64_t height, int64_t width, double threshold) {
+  ops::detail::check_paste_masks_aligned_args(op.c_str(), masks, boxes, height, width, threshold);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -72,4 +79,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("check_batched_nms_args", torch::wrap_pybind_function(check_batched_nms_args));
   m.def("check_decode_boxes_args", torch::wrap_pybind_function(check_decode_boxes_args));
   m.def("check_paste_masks_args", torch::wrap_pybind_function(check_paste_masks_args));
+  m.def("check_paste_masks_aligned_args", torch::wrap_pybind_function(check_paste_masks_aligned_args));
 }

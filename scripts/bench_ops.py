@@ -145,7 +145,49 @@ def decode_boxes_cases(device: str, scale: float, g: torch.Generator) -> list[Ca
     return cases
 
 
-BUILDERS = {"roi_align": roi_align_cases, "nms": nms_cases, "decode_boxes": decode_boxes_cases}
+def grid_sample_paste(masks: torch.Tensor, boxes: torch.Tensor, height: int, width: int, threshold: float):
+    """Pixel-centre pasting the way detectron2 does it on the CPU: per detection, F.grid_sample (align_corners=False,
+    zero padding) over the pixel centres of its box grown by one pixel, written into the full image. The same
+    semantics as segdet.ops.paste_masks_aligned; the baseline for it, as torchvision has no such pasting."""
+    out = torch.zeros(len(masks), height, width, dtype=torch.bool, device=masks.device)
+    for i, (m, b) in enumerate(zip(masks, boxes.tolist())):
+        x0, y0 = max(int(math.floor(b[0])) - 1, 0), max(int(math.floor(b[1])) - 1, 0)
+        x1, y1 = min(int(math.ceil(b[2])) + 1, width), min(int(math.ceil(b[3])) + 1, height)
+        if x1 <= x0 or y1 <= y0 or b[2] <= b[0] or b[3] <= b[1]:
+            continue
+        xs = (torch.arange(x0, x1, device=masks.device, dtype=torch.float32) + 0.5 - b[0]) / (b[2] - b[0]) * 2 - 1
+        ys = (torch.arange(y0, y1, device=masks.device, dtype=torch.float32) + 0.5 - b[1]) / (b[3] - b[1]) * 2 - 1
+        grid = torch.stack([xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], dim=-1)[None]
+        out[i, y0:y1, x0:x1] = torch.nn.functional.grid_sample(m[None, None], grid, align_corners=False)[0, 0] > threshold
+    return out
+
+
+def _mostly_equal(a, b) -> bool:
+    # Different arithmetic: only pixels within rounding of the threshold may differ.
+    return a.shape == b.shape and float((a != b).float().mean()) < 1e-4
+
+
+def paste_masks_cases(device: str, scale: float, g: torch.Generator) -> list[Case]:
+    if torchvision:
+        from torchvision.models.detection.roi_heads import paste_masks_in_image
+    n = _scaled(100, scale)
+    boxes = proposal_boxes(n, IMAGE_H, IMAGE_W, generator=g).to(device)
+    masks = torch.rand(n, 28, 28, generator=g).to(device)
+    return [
+        Case(f"paste_masks {n}", "paste_masks", f"{n} 28x28 masks into 800x1216, torchvision's pasting, > 0.5",
+             lambda: segdet.ops.paste_masks(masks, boxes, IMAGE_H, IMAGE_W, 0.5),
+             (lambda: paste_masks_in_image(masks[:, None], boxes, (IMAGE_H, IMAGE_W))[:, 0] > 0.5) if torchvision
+             else None, _equal),
+        # Not torchvision: its pasting is the other one; the baseline is detectron2's grid_sample method.
+        Case(f"paste_masks_aligned {n}", "paste_masks", f"{n} masks, pixel-centre pasting vs F.grid_sample per box",
+             lambda: segdet.ops.paste_masks_aligned(masks, boxes, IMAGE_H, IMAGE_W, 0.5),
+             (lambda: grid_sample_paste(masks, boxes, IMAGE_H, IMAGE_W, 0.5)) if torchvision else None,
+             _mostly_equal),
+    ]
+
+
+BUILDERS = {"roi_align": roi_align_cases, "nms": nms_cases, "decode_boxes": decode_boxes_cases,
+            "paste_masks": paste_masks_cases}
 
 
 def machine_info(device: str) -> dict:

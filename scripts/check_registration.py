@@ -10,6 +10,7 @@ import sys
 import torch
 
 REQUIRED = ["roi_align", "_roi_align_backward", "nms", "batched_nms", "decode_boxes", "paste_masks", "paste_masks_crops",
+            "paste_masks_aligned", "paste_masks_aligned_crops",
             "check_image"]
 
 

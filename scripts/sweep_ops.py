@@ -2,7 +2,7 @@
 
 scripts/gpu_check.sh runs it under compute-sanitizer (memcheck, racecheck, synccheck), so it is
 kept small: each kernel variant (roi_align forward, atomic and deterministic backward, nms,
-batched_nms, decode_boxes, paste_masks) meets NCHW and channels_last input, every dtype, every
+batched_nms, decode_boxes, paste_masks, the aligned pastes) meets NCHW and channels_last input, every dtype, every
 sampling mode, boxes outside the map, zero-size boxes and maps, empty inputs and NaN scores a
 few times, not thousands. On --device cpu it is a smoke test of the sweep itself (CPU vs CPU).
 
@@ -114,6 +114,13 @@ def sweep_paste_masks(device, report):
         boxes = torch.cat([xy, xy + torch.rand(d, 2, generator=g, dtype=torch.float64) * 25], dim=1).to(dtype)
         cpu = ops.paste_masks(masks, boxes, h, w, 0.5)
         report("paste_masks", same(ops.paste_masks(masks.to(device), boxes.to(device), h, w, 0.5), cpu, exact=True))
+        # Aligned pasting: the CPU and CUDA kernels share paste_masks_aligned_math.h, so the bits must agree.
+        cpu = ops.paste_masks_aligned(masks, boxes, h, w, 0.5)
+        report("paste_masks_aligned",
+               same(ops.paste_masks_aligned(masks.to(device), boxes.to(device), h, w, 0.5), cpu, exact=True))
+        crops, regions = ops.paste_masks_aligned_crops(masks.to(device), boxes.to(device), h, w, 0.5)
+        cpu_crops, cpu_regions = ops.paste_masks_aligned_crops(masks, boxes, h, w, 0.5)
+        report("paste_masks_aligned_crops", same(crops, cpu_crops, exact=True) and same(regions, cpu_regions, exact=True))
 
 
 def main(argv=None) -> int:

@@ -67,6 +67,10 @@ TORCH_LIBRARY(segdet_emu, m) {
       "SymInt[]? image_size) -> Tensor");
   m.def("paste_masks(Tensor masks, Tensor boxes, int height, int width, float threshold) -> Tensor");
   m.def("paste_masks_crops(Tensor masks, Tensor boxes, int height, int width, float threshold) -> (Tensor, Tensor)");
+  m.def("paste_masks_aligned(Tensor masks, Tensor boxes, int height, int width, float threshold) -> Tensor");
+  m.def(
+      "paste_masks_aligned_crops(Tensor masks, Tensor boxes, int height, int width, float threshold) -> "
+      "(Tensor, Tensor)");
   m.def("set_schedule(str order, int seed) -> ()", &set_schedule_op);
   m.def("launch_sites() -> str", &launch_sites_op);
   m.def("reset_launch_counts() -> ()", &reset_launch_counts_op);
@@ -83,6 +87,8 @@ TORCH_LIBRARY_IMPL(segdet_emu, CPU, m) {
   m.impl("decode_boxes", TORCH_FN(glue::decode_boxes));
   m.impl("paste_masks", TORCH_FN(glue::paste_masks));
   m.impl("paste_masks_crops", TORCH_FN(glue::paste_masks_crops));
+  m.impl("paste_masks_aligned", TORCH_FN(glue::paste_masks_aligned));
+  m.impl("paste_masks_aligned_crops", TORCH_FN(glue::paste_masks_aligned_crops));
 }
 
 }  // namespace segdet::emu

@@ -1,4 +1,5 @@
-// Schema of segdet::paste_masks and its C++ dispatcher wrapper. Kernels: cpu/, cuda/.
+// Schemas of segdet::paste_masks (and its C++ dispatcher wrapper), paste_masks_crops and the aligned
+// pastes. Kernels: cpu/, cuda/.
 
 #include "ops/paste_masks.h"
 
@@ -22,6 +23,12 @@ TORCH_LIBRARY_FRAGMENT(segdet, m) {
   // The same pixels as paste_masks, only each box's part inside the image: (crops, regions), crops = bool[N] the
   // row-major crops one after another, regions = int64[D, 4] (x, y, w, h) of crop i in the image.
   m.def("paste_masks_crops(Tensor masks, Tensor boxes, int height, int width, float threshold) -> (Tensor, Tensor)");
+  // Pixel-centre ("aligned") pasting, the inverse of aligned RoI Align (ops/paste_masks_aligned_math.h), full image
+  // and crops; the crops' regions are each box grown by one mask cell per side, clipped to the image.
+  m.def("paste_masks_aligned(Tensor masks, Tensor boxes, SymInt height, SymInt width, float threshold) -> Tensor");
+  m.def(
+      "paste_masks_aligned_crops(Tensor masks, Tensor boxes, int height, int width, float threshold) -> "
+      "(Tensor, Tensor)");
 }
 
 }  // namespace segdet::ops

@@ -36,4 +36,23 @@ SEGDET_HOST_DEVICE CropRegion crop_region(const PasteBox& box, int64_t height, i
   return r;
 }
 
+// The detection owning pixel `idx` of the concatenated crops: the last d with offsets[d] <= idx, for
+// offsets[0 .. num] non-decreasing with offsets[0] = 0 <= idx < offsets[num] (an empty crop shares its
+// offset with the next one, which the search then passes over). Binary search; used by the crops
+// kernels of paste_masks and paste_masks_aligned.
+SEGDET_HOST_DEVICE int64_t crop_owner(const int64_t* offsets, int64_t num, int64_t idx) {
+  // Invariant: offsets[lo] <= idx < offsets[hi].
+  int64_t lo = 0;
+  int64_t hi = num;
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (offsets[mid] <= idx) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
 }  // namespace segdet::ops::paste_masks_math

@@ -11,6 +11,8 @@ KERNELS = [
     "decode_boxes",
     "paste_masks",
     "paste_masks_crops",
+    "paste_masks_aligned",
+    "paste_masks_aligned_crops",
 ]
 
 # (order, seed): every case runs under each. Forward and reverse resume the threads of a barrier in

@@ -143,3 +143,108 @@ def test_model_mask_paste_is_checked_and_used(monkeypatch):
     from segdet.evaluation.coco_results import encode_mask_results, output_rles
 
     assert output_rles(deferred) == encode_mask_results(out["masks"])
+
+
+# ---- the C++ op: dtypes, layouts, tracing ------------------------------------------------------------------------
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_masks_paste_as_their_float32_values(dtype):
+    masks, boxes, h, w = _random_case(4)
+    low = masks.to(dtype)
+    assert torch.equal(paste_masks_aligned(low, boxes.float(), h, w), paste_masks_aligned(low.float(), boxes.float(), h, w))
+    crops, regions = paste_masks_aligned_crops(low, boxes.to(dtype), h, w)
+    ref_crops, ref_regions = paste_masks_aligned_crops(low.float(), boxes.to(dtype).float(), h, w)
+    assert torch.equal(crops, ref_crops) and torch.equal(regions, ref_regions)
+
+
+def test_float64_boxes_with_float32_masks_use_the_boxes_in_float32():
+    # Sampling runs in the masks' compute type, so the boxes are rounded to float32 first; the regions come from
+    # the boxes as given (the same here: the region has half a mask cell of margin on each side).
+    masks, boxes, h, w = _random_case(5)
+    masks = masks.float()
+    assert torch.equal(paste_masks_aligned(masks, boxes, h, w), paste_masks_aligned(masks, boxes.float(), h, w))
+
+
+def test_non_contiguous_inputs():
+    masks, boxes, h, w = _random_case(6)
+    masks_t = masks.transpose(1, 2).contiguous().transpose(1, 2)
+    boxes_t = boxes.t().contiguous().t()
+    assert not masks_t.is_contiguous() and not boxes_t.is_contiguous()
+    assert torch.equal(paste_masks_aligned(masks_t, boxes_t, h, w), paste_masks_aligned(masks, boxes, h, w))
+    crops, regions = paste_masks_aligned_crops(masks_t, boxes_t, h, w)
+    assert torch.equal(_crops_to_full(crops, regions, h, w), paste_masks_aligned(masks, boxes, h, w))
+
+
+def test_nan_masks_are_background_and_infinite_boxes_empty():
+    masks = torch.full((2, 28, 28), float("nan"))
+    boxes = torch.tensor([[2.0, 2.0, 20.0, 20.0], [0.0, 0.0, float("inf"), 9.0]])
+    assert not paste_masks_aligned(masks, boxes, 30, 30).any()
+    ones = torch.ones(1, 28, 28)
+    assert not paste_masks_aligned(ones, boxes[1:], 30, 30).any()
+    assert torch.equal(paste_masks_aligned_crops(ones, boxes[1:], 30, 30)[1], torch.zeros(1, 4, dtype=torch.int64))
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    masks, boxes, h, w = _random_case(7, d=40, height=300, width=200)
+    boxes = boxes * 4
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = paste_masks_aligned(masks, boxes, h, w), paste_masks_aligned_crops(masks, boxes, h, w)
+        torch.set_num_threads(2)
+        two = paste_masks_aligned(masks, boxes, h, w), paste_masks_aligned_crops(masks, boxes, h, w)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], two[0]) and all(torch.equal(a, b) for a, b in zip(one[1], two[1]))
+
+
+def test_negative_threshold_is_refused_by_the_op_itself():
+    with pytest.raises(ValueError, match="paste_masks_aligned: threshold must be in"):
+        torch.ops.segdet.paste_masks_aligned(torch.rand(1, 28, 28), torch.rand(1, 4), 8, 8, -0.1)
+    with pytest.raises(ValueError, match="paste_masks_aligned_crops: height and width"):
+        torch.ops.segdet.paste_masks_aligned_crops(torch.rand(1, 28, 28), torch.rand(1, 4), -1, 8, 0.5)
+
+
+def _sample_inputs(device):
+    masks, boxes, h, w = _random_case(8, d=6)
+    masks, boxes = masks.float().to(device), boxes.float().to(device)
+    return [(masks, boxes, h, w, 0.5), (masks.double(), boxes, h, w, 0.25), (masks.bfloat16(), boxes.double(), 0, w, 0.5),
+            (masks[:0], boxes[:0], h, w, 0.5)]
+
+
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device"))]
+)
+def test_opcheck(device):
+    for args in _sample_inputs(device):
+        torch.library.opcheck(torch.ops.segdet.paste_masks_aligned.default, args)
+        torch.library.opcheck(torch.ops.segdet.paste_masks_aligned_crops.default, args)
+
+
+def test_export_keeps_a_symbolic_image_size():
+    class Paste(torch.nn.Module):
+        def forward(self, image, masks, boxes):
+            return paste_masks_aligned(masks, boxes, image.shape[-2], image.shape[-1], 0.5)
+
+    masks, boxes, _, _ = _random_case(9, d=5)
+    masks, boxes = masks.float(), boxes.float()
+    dims = {"image": {0: torch.export.Dim("h", min=8, max=256), 1: torch.export.Dim("w", min=8, max=256)},
+            "masks": None, "boxes": None}
+    ep = torch.export.export(Paste(), (torch.zeros(50, 60), masks, boxes), dynamic_shapes=dims, strict=True)
+    out = ep.module()(torch.zeros(70, 45), masks, boxes)
+    assert torch.equal(out, paste_masks_aligned(masks, boxes, 70, 45))
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_equals_cpu():
+    # The kernels share paste_masks_aligned_math.h and round every step alike: the same masks, bit for bit.
+    for seed in (10, 11):
+        masks, boxes, h, w = _random_case(seed, d=60, height=400, width=500)
+        boxes = boxes * 6
+        for m, b in ((masks.float(), boxes.float()), (masks, boxes), (masks.bfloat16(), boxes.float())):
+            assert torch.equal(paste_masks_aligned(m.cuda(), b.cuda(), h, w).cpu(), paste_masks_aligned(m, b, h, w))
+            crops, regions = paste_masks_aligned_crops(m.cuda(), b.cuda(), h, w)
+            ref_crops, ref_regions = paste_masks_aligned_crops(m, b, h, w)
+            assert torch.equal(crops.cpu(), ref_crops) and torch.equal(regions.cpu(), ref_regions)

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <tuple>
 
 namespace segdet::ops::cuda_glue {
 
@@ -39,5 +40,11 @@ at::Tensor decode_boxes(const at::Tensor& rel_codes, const at::Tensor& boxes, at
 
 at::Tensor paste_masks(const at::Tensor& masks, const at::Tensor& boxes, int64_t height, int64_t width,
                        double threshold);
+
+at::Tensor paste_masks_aligned(const at::Tensor& masks, const at::Tensor& boxes, int64_t height, int64_t width,
+                               double threshold);
+
+std::tuple<at::Tensor, at::Tensor> paste_masks_aligned_crops(const at::Tensor& masks, const at::Tensor& boxes,
+                                                             int64_t height, int64_t width, double threshold);
 
 }  // namespace segdet::ops::cuda_glue

@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "ops/paste_masks_math.h"
+#include "ops/paste_masks_crops_math.h"
 
 namespace segdet::cuda::paste_masks_crops {
 
@@ -30,18 +30,7 @@ __global__ void paste_masks_crops_kernel(const T* __restrict__ padded, const Cro
   const int64_t padded_size = mask_size + 2;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
-    // The detection owning pixel idx: the last d with offsets[d] <= idx (empty crops share their offset
-    // with the next one, which the search then passes over). Invariant: offsets[lo] <= idx < offsets[hi].
-    int64_t lo = 0;
-    int64_t hi = num;
-    while (hi - lo > 1) {
-      const int64_t mid = lo + (hi - lo) / 2;
-      if (offsets[mid] <= idx) {
-        lo = mid;
-      } else {
-        hi = mid;
-      }
-    }
+    const int64_t lo = pm::crop_owner(offsets, num, idx);
     const CropJob job = jobs[lo];
     const int64_t local = idx - offsets[lo];
     const int64_t row = local / job.w;
