@@ -28,12 +28,16 @@ def bf16_exported(small_package, tmp_path_factory):
     return {"result": result, "refs": refs, "refs32": refs32, "images": images}
 
 
-def assert_bf16_detections_close(got, ref):
-    """bf16 agreement, looser than the float32 package's (assert_same_detections): the package rounds to bf16 where
-    the compiler's fused kernels do, not exactly where eager autocast does, so scores move by ~1e-3 (measured up to
-    2.6e-3 on these images; bf16 keeps 8 mantissa bits) and this random model's near-tied detections can trade
-    places or drop out at the 50-detection cap. So: the same count, and at least 80 % of the package's detections
-    have an eager one with the same label, box IoU > 0.95, score within 0.01 and mask IoU > 0.9."""
+def bf16_detections_matched(got, ref) -> tuple[int, int]:
+    """(matched, count): how many of the package's detections have an eager one with the same label, box IoU > 0.95,
+    score within 0.01 and mask IoU > 0.9, after checking dtypes and that the counts are equal.
+
+    bf16 agreement is looser than the float32 package's (assert_same_detections): the package rounds to bf16 where the
+    compiler's fused kernels do, not exactly where eager autocast does, so scores move by ~1e-3 (measured up to 2.6e-3
+    on these images; bf16 keeps 8 mantissa bits). This random model's detections are near ties: NMS keeps one of two
+    same-class boxes overlapping at IoU 0.5-0.65 and a 1e-3 score change flips which (measured: 10 of the 50 on the
+    second image are such flips, their best eager IoU 0.34-0.64, with either mask pasting), and small masks (25-250
+    px) lose a few boundary pixels (mask IoU 0.79-0.9 on 5-7 of 200). Hence a share, not all."""
     boxes, scores, labels, masks = got
     assert boxes.dtype == torch.float32 and scores.dtype == torch.float32
     assert labels.dtype == torch.int64 and masks.dtype == torch.bool
@@ -47,7 +51,7 @@ def assert_bf16_detections_close(got, ref):
             if abs(scores[i].item() - ref["scores"][j].item()) < 0.01 and _mask_iou(masks[i], ref["masks"][j]) > 0.9:
                 matched += 1
                 break
-    assert matched >= 0.8 * len(boxes), f"{matched} of {len(boxes)} detections matched"
+    return matched, len(boxes)
 
 
 def _box_iou_matrix(a, b):
@@ -67,7 +71,17 @@ def _mask_iou(a, b):
 def test_bf16_package_matches_eager_under_bf16_autocast(bf16_exported, index):
     got = bf16_exported["result"]["outputs"][index]
     assert got[3].shape[1:] == bf16_exported["images"][index].shape[1:]
-    assert_bf16_detections_close(got, bf16_exported["refs"][index])
+    matched, count = bf16_detections_matched(got, bf16_exported["refs"][index])
+    # Measured 39-48 of 50 per image; shifted masks, moved boxes or scores (planted) match 0.
+    assert matched >= 0.7 * count, f"{matched} of {count} detections matched"
+
+
+def test_bf16_package_matches_eager_over_all_images(bf16_exported):
+    pairs = [bf16_detections_matched(got, ref) for got, ref in zip(bf16_exported["result"]["outputs"],
+                                                                    bf16_exported["refs"])]
+    matched, count = sum(m for m, _ in pairs), sum(c for _, c in pairs)
+    # Measured 179 of 200 (89.5 %) with this op's pasting and with the earlier matmul pasting alike.
+    assert matched >= 0.85 * count, f"{matched} of {count} detections matched ({pairs})"
 
 
 def test_bf16_package_runs_without_segdet_python_and_says_its_precision(bf16_exported):

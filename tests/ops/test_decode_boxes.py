@@ -19,7 +19,8 @@ except ImportError:  # torchvision is a test oracle only
 
 CLIP = math.log(1000.0 / 16)
 HAS_CUDA = torch.cuda.is_available() and cuda_built()
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device"))]
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda,
+                                          pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")])]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 RPN_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
 BOX_HEAD_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -172,6 +173,7 @@ def test_non_contiguous_inputs(device):
     assert torch.equal(decode_boxes(rel_t, boxes_strided, BOX_HEAD_WEIGHTS), decode_boxes(rel_codes, boxes, BOX_HEAD_WEIGHTS))
 
 
+@pytest.mark.cuda  # selected by scripts/gpu_check.sh (pytest -m cuda)
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     rel_codes, boxes = make_inputs(5000, 3, delta_scale=2.0, seed=7)

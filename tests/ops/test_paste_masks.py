@@ -235,7 +235,8 @@ def sample_inputs(device):
 
 
 @pytest.mark.parametrize(
-    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device"))]
+    "device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda,
+                                          pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")])]
 )
 def test_opcheck(device):
     for args in sample_inputs(device):
@@ -250,6 +251,7 @@ def test_fake_kernel_shape():
     assert out.shape == (7, 33, 44) and out.dtype == torch.bool
 
 
+@pytest.mark.cuda  # selected by scripts/gpu_check.sh (pytest -m cuda)
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_cuda_matches_cpu_closely():
     # The CUDA kernel follows ATen's CUDA bilinear arithmetic, which rounds differently from

@@ -153,7 +153,8 @@ HAS_CUDA = torch.cuda.is_available()
 def test_half_masks_paste_as_their_float32_values(dtype):
     masks, boxes, h, w = _random_case(4)
     low = masks.to(dtype)
-    assert torch.equal(paste_masks_aligned(low, boxes.float(), h, w), paste_masks_aligned(low.float(), boxes.float(), h, w))
+    assert torch.equal(paste_masks_aligned(low, boxes.float(), h, w),
+                       paste_masks_aligned(low.float(), boxes.float(), h, w))
     crops, regions = paste_masks_aligned_crops(low, boxes.to(dtype), h, w)
     ref_crops, ref_regions = paste_masks_aligned_crops(low.float(), boxes.to(dtype).float(), h, w)
     assert torch.equal(crops, ref_crops) and torch.equal(regions, ref_regions)
@@ -210,12 +211,13 @@ def test_negative_threshold_is_refused_by_the_op_itself():
 def _sample_inputs(device):
     masks, boxes, h, w = _random_case(8, d=6)
     masks, boxes = masks.float().to(device), boxes.float().to(device)
-    return [(masks, boxes, h, w, 0.5), (masks.double(), boxes, h, w, 0.25), (masks.bfloat16(), boxes.double(), 0, w, 0.5),
-            (masks[:0], boxes[:0], h, w, 0.5)]
+    return [(masks, boxes, h, w, 0.5), (masks.double(), boxes, h, w, 0.25),
+            (masks.bfloat16(), boxes.double(), 0, w, 0.5), (masks[:0], boxes[:0], h, w, 0.5)]
 
 
 @pytest.mark.parametrize(
-    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device"))]
+    "device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda,
+                                          pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")])]
 )
 def test_opcheck(device):
     for args in _sample_inputs(device):
@@ -237,6 +239,7 @@ def test_export_keeps_a_symbolic_image_size():
     assert torch.equal(out, paste_masks_aligned(masks, boxes, 70, 45))
 
 
+@pytest.mark.cuda  # selected by scripts/gpu_check.sh (pytest -m cuda)
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_cuda_equals_cpu():
     # The kernels share paste_masks_aligned_math.h and round every step alike: the same masks, bit for bit.

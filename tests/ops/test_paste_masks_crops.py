@@ -126,6 +126,7 @@ def test_opcheck():
                               test_utils=("test_schema", "test_faketensor"))
 
 
+@pytest.mark.cuda  # selected by scripts/gpu_check.sh (pytest -m cuda)
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA build and a GPU")
 def test_cuda_matches_cpu():
     masks, boxes = random_inputs(200, 480, 640, seed=11)

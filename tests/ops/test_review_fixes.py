@@ -291,5 +291,6 @@ def test_sweep_ops_runs_on_cpu(capsys):
     lines = capsys.readouterr().out.splitlines()
     kernels = {line.split()[1] for line in lines}
     assert kernels == {"roi_align_forward", "roi_align_backward", "roi_align_backward_deterministic", "nms",
-                       "batched_nms", "decode_boxes", "paste_masks"}
+                       "batched_nms", "decode_boxes", "paste_masks", "paste_masks_aligned",
+                       "paste_masks_aligned_crops"}
     assert all(line.endswith(" 0 mismatches") for line in lines)
