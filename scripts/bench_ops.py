@@ -145,11 +145,13 @@ def decode_boxes_cases(device: str, scale: float, g: torch.Generator) -> list[Ca
     return cases
 
 
-def grid_sample_paste(masks: torch.Tensor, boxes: torch.Tensor, height: int, width: int, threshold: float):
+def grid_sample_paste(masks: torch.Tensor, boxes: torch.Tensor, height: int, width: int, threshold: float,
+                      full: bool = True):
     """Pixel-centre pasting the way detectron2 does it on the CPU: per detection, F.grid_sample (align_corners=False,
-    zero padding) over the pixel centres of its box grown by one pixel, written into the full image. The same
-    semantics as segdet.ops.paste_masks_aligned; the baseline for it, as torchvision has no such pasting."""
-    out = torch.zeros(len(masks), height, width, dtype=torch.bool, device=masks.device)
+    zero padding) over the pixel centres of its box grown by one pixel. The same semantics as
+    segdet.ops.paste_masks_aligned; the baseline for it, as torchvision has no such pasting. full: the bool
+    [D, height, width] masks; else the flat crops, as paste_masks_aligned_crops returns them (its regions differ)."""
+    out = torch.zeros(len(masks), height, width, dtype=torch.bool, device=masks.device) if full else []
     for i, (m, b) in enumerate(zip(masks, boxes.tolist())):
         x0, y0 = max(int(math.floor(b[0])) - 1, 0), max(int(math.floor(b[1])) - 1, 0)
         x1, y1 = min(int(math.ceil(b[2])) + 1, width), min(int(math.ceil(b[3])) + 1, height)
@@ -158,13 +160,24 @@ def grid_sample_paste(masks: torch.Tensor, boxes: torch.Tensor, height: int, wid
         xs = (torch.arange(x0, x1, device=masks.device, dtype=torch.float32) + 0.5 - b[0]) / (b[2] - b[0]) * 2 - 1
         ys = (torch.arange(y0, y1, device=masks.device, dtype=torch.float32) + 0.5 - b[1]) / (b[3] - b[1]) * 2 - 1
         grid = torch.stack([xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], dim=-1)[None]
-        out[i, y0:y1, x0:x1] = torch.nn.functional.grid_sample(m[None, None], grid, align_corners=False)[0, 0] > threshold
-    return out
+        crop = torch.nn.functional.grid_sample(m[None, None], grid, align_corners=False)[0, 0] > threshold
+        if full:
+            out[i, y0:y1, x0:x1] = crop
+        else:
+            out.append(crop.reshape(-1))
+    return out if full else torch.cat(out)
 
 
 def _mostly_equal(a, b) -> bool:
     # Different arithmetic: only pixels within rounding of the threshold may differ.
     return a.shape == b.shape and float((a != b).float().mean()) < 1e-4
+
+
+def _same_foreground(segdet_out, crops) -> bool:
+    # The two crop the boxes differently (segdet grows each by a mask cell, the baseline by a pixel); both must hold
+    # the same foreground pixels, up to pixels within rounding of the threshold.
+    count = int(segdet_out[0].sum())
+    return abs(count - int(crops.sum())) <= max(1, count // 10000)
 
 
 def paste_masks_cases(device: str, scale: float, g: torch.Generator) -> list[Case]:
@@ -183,6 +196,11 @@ def paste_masks_cases(device: str, scale: float, g: torch.Generator) -> list[Cas
              lambda: segdet.ops.paste_masks_aligned(masks, boxes, IMAGE_H, IMAGE_W, 0.5),
              (lambda: grid_sample_paste(masks, boxes, IMAGE_H, IMAGE_W, 0.5)) if torchvision else None,
              _mostly_equal),
+        # What evaluation and prediction run: box-sized crops, no D x H x W image.
+        Case(f"paste_masks_aligned_crops {n}", "paste_masks", f"{n} masks, crops vs F.grid_sample per box",
+             lambda: segdet.ops.paste_masks_aligned_crops(masks, boxes, IMAGE_H, IMAGE_W, 0.5),
+             (lambda: grid_sample_paste(masks, boxes, IMAGE_H, IMAGE_W, 0.5, full=False)) if torchvision else None,
+             _same_foreground),
     ]
 
 
