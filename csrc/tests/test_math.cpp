@@ -7,6 +7,7 @@
 
 #include "ops/box_coder_math.h"
 #include "ops/nms_math.h"
+#include "ops/paste_masks_aligned_math.h"
 #include "ops/roi_align_math.h"
 
 namespace {
@@ -171,12 +172,64 @@ void test_roi_align_math() {
   CHECK(p0 <= 3 && p1 >= 3 && p1 - p0 <= 4);
 }
 
+void test_aligned_paste_math() {
+  namespace apm = segdet::ops::aligned_paste_math;
+  // A box of 28 px with a 28-cell mask: pixel p's centre reads cell p - lo exactly, weights (1, 0).
+  const auto a = apm::make_axis<float>(10.0f, 38.0f, 28);
+  CHECK(a.valid && a.scale == 1.0f);
+  auto t = apm::make_tap(a, 10, 28);
+  CHECK(t.hit && t.i0 == 1 && t.w0 == 1.0f && t.w1 == 0.0f);  // padded index 1 = mask cell 0
+  t = apm::make_tap(a, 37, 28);
+  CHECK(t.hit && t.i0 == 28 && t.w0 == 1.0f);  // the last cell
+  // Half a cell outside either edge still reads the mask (blended with the zero padding); a whole cell does not.
+  const auto h = apm::make_axis<float>(10.0f, 24.0f, 28);  // 2 cells a pixel
+  t = apm::make_tap(h, 9, 28);  // u = (9.5 - 10) * 2 - 0.5 = -1.5: outside (-1, 28)
+  CHECK(!t.hit);
+  const auto q = apm::make_axis<float>(10.0f, 66.0f, 28);  // half a cell a pixel
+  t = apm::make_tap(q, 9, 28);  // u = (9.5 - 10) / 2 - 0.5 = -0.75: cells -1 (padding) and 0
+  CHECK(t.hit && t.i0 == 0 && near(t.w0, 0.75) && near(t.w1, 0.25));
+  // Invalid extents: zero, negative, NaN, infinite.
+  CHECK(!apm::make_axis<float>(5.0f, 5.0f, 28).valid && !apm::make_axis<float>(6.0f, 5.0f, 28).valid);
+  CHECK(!apm::make_axis<float>(std::nanf(""), 5.0f, 28).valid);
+  CHECK(!apm::make_axis<double>(0.0, std::numeric_limits<double>::infinity(), 28).valid);
+  CHECK(!apm::make_tap(apm::make_axis<float>(6.0f, 5.0f, 28), 5, 28).hit);
+  // sample() blends rows then columns: a padded 3 x 3 grid (S = 1) with the one cell set to 1.
+  const float padded[9] = {0, 0, 0, 0, 1, 0, 0, 0, 0};
+  const apm::Tap<float> ty{1, 0.5f, 0.5f, true}, tx{0, 0.25f, 0.75f, true};
+  CHECK(near(apm::sample(padded, 3, ty, tx), 0.5 * 0.75));
+  // Regions: the box grown by one cell per side, floor/ceil, clipped; empty when the box is invalid or outside.
+  auto r = apm::make_region(10.0, 20.0, 38.0, 34.0, 28, 100, 100);  // cells 1 x 0.5 px
+  CHECK(r.x == 9 && r.y == 19 && r.w == 39 - 9 && r.h == 35 - 19);
+  r = apm::make_region(-5.0, -5.0, 200.0, 3.0, 28, 50, 60);
+  CHECK(r.x == 0 && r.y == 0 && r.w == 60 && r.h == 4);
+  r = apm::make_region(70.0, 5.0, 90.0, 9.0, 28, 50, 60);
+  CHECK(r.x == 0 && r.y == 0 && r.w == 0 && r.h == 0);
+  r = apm::make_region(1.0, 1.0, std::nan(""), 9.0, 28, 50, 60);
+  CHECK(r.w == 0 && r.h == 0);
+  // Every pixel a tap hits lies in the region (the region's margin argument), on a sweep of boxes.
+  bool inside = true;
+  for (double lo = -3.3; lo < 20.0; lo += 1.7) {
+    for (double extent = 0.4; extent < 90.0; extent *= 1.9) {
+      const double box[4] = {lo, lo * 0.5, lo + extent, lo * 0.5 + extent * 0.7};
+      const auto job = apm::make_job<float>(box, 28, 120, 130);
+      for (int64_t x = 0; x < 130; ++x) {
+        inside &= !apm::make_tap(job.ax, x, 28).hit || (x >= job.region.x && x < job.region.x + job.region.w);
+      }
+      for (int64_t y = 0; y < 120; ++y) {
+        inside &= !apm::make_tap(job.ay, y, 28).hit || (y >= job.region.y && y < job.region.y + job.region.h);
+      }
+    }
+  }
+  CHECK(inside);
+}
+
 }  // namespace
 
 int main() {
   test_box_coder();
   test_nms_math();
   test_roi_align_math();
+  test_aligned_paste_math();
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

@@ -77,7 +77,7 @@ def test_bench_ops_quick_run_writes_json(tmp_path, capsys):
     assert result["machine"]["device"] == "cpu" and result["machine"]["torch_threads"] >= 1
     names = [r["name"] for r in result["results"]]
     assert {r["op"] for r in result["results"]} == {"roi_align", "nms", "batched_nms", "decode_boxes", "paste_masks"}
-    assert len(names) == 14
+    assert len(names) == 15
     for row in result["results"]:
         assert {"median_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "reps"} <= set(row["segdet"])
         if result["machine"]["torchvision"]:
