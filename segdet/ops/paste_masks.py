@@ -56,16 +56,21 @@ def _check_args(masks, boxes, height, width, threshold, op="paste_masks") -> Non
         raise TypeError(f"{op}: threshold must be a number, got {threshold!r}")
 
 
+def _check_traced_sizes(op: str, height, width, check) -> None:
+    """Runs ``check(height, width)``, the op's C++ argument check, from a fake kernel. The C++ check takes concrete
+    sizes, and a symbolic one would be specialised to the example's value: with a SymInt size the tensor checks run
+    with placeholder sizes and the size check becomes a runtime assertion."""
+    if isinstance(height, torch.SymInt) or isinstance(width, torch.SymInt):
+        check(0, 0)
+        torch._check(height >= 0, lambda: f"{op}: height must be >= 0, got {height}")
+        torch._check(width >= 0, lambda: f"{op}: width must be >= 0, got {width}")
+    else:
+        check(height, width)
+
+
 @torch.library.register_fake("segdet::paste_masks")
 def _paste_masks_fake(masks, boxes, height, width, threshold):
-    if isinstance(height, torch.SymInt) or isinstance(width, torch.SymInt):
-        # The C++ check takes concrete sizes; a symbolic one would be specialised to the example's value.
-        # The tensor checks run with placeholder sizes, the size check becomes a runtime assertion.
-        _C.check_paste_masks_args(masks, boxes, 0, 0)
-        torch._check(height >= 0, lambda: f"paste_masks: height must be >= 0, got {height}")
-        torch._check(width >= 0, lambda: f"paste_masks: width must be >= 0, got {width}")
-    else:
-        _C.check_paste_masks_args(masks, boxes, height, width)
+    _check_traced_sizes("paste_masks", height, width, lambda h, w: _C.check_paste_masks_args(masks, boxes, h, w))
     return masks.new_empty((masks.shape[0], height, width), dtype=torch.bool)
 
 
@@ -146,13 +151,8 @@ def paste_masks_aligned(masks: Tensor, boxes: Tensor, height: int, width: int, t
 @torch.library.register_fake("segdet::paste_masks_aligned")
 def _paste_masks_aligned_fake(masks, boxes, height, width, threshold):
     op = "paste_masks_aligned"
-    if isinstance(height, torch.SymInt) or isinstance(width, torch.SymInt):
-        # As _paste_masks_fake: tensor checks with placeholder sizes, the size check as a runtime assertion.
-        _C.check_paste_masks_aligned_args(op, masks, boxes, 0, 0, threshold)
-        torch._check(height >= 0, lambda: f"{op}: height must be >= 0, got {height}")
-        torch._check(width >= 0, lambda: f"{op}: width must be >= 0, got {width}")
-    else:
-        _C.check_paste_masks_aligned_args(op, masks, boxes, height, width, threshold)
+    _check_traced_sizes(op, height, width,
+                        lambda h, w: _C.check_paste_masks_aligned_args(op, masks, boxes, h, w, threshold))
     return masks.new_empty((masks.shape[0], height, width), dtype=torch.bool)
 
 
