@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "macros.h"
+#include "ops/paste_masks_crops_math.h"
 #include "ops/rounding_math.h"
 
 namespace segdet::ops::aligned_paste_math {
@@ -100,9 +101,7 @@ SEGDET_HOST_DEVICE T sample(const T* padded, int64_t padded_size, const Tap<T>& 
 // per side, floor/ceil to whole pixels, clipped to the image; (0, 0, 0, 0) when that is empty or the box
 // is invalid (non-finite, x2 <= x1 or y2 <= y1). Computed in double from the box as given. Every pixel
 // a tap hits lies inside it: outside, |u| exceeds the mask's span by at least half a cell.
-struct Region {
-  int64_t x, y, w, h;
-};
+using Region = paste_masks_math::CropRegion;
 
 SEGDET_HOST_DEVICE double clamp_to(double v, int64_t size) {
   return v < 0.0 ? 0.0 : (v > static_cast<double>(size) ? static_cast<double>(size) : v);
@@ -110,25 +109,16 @@ SEGDET_HOST_DEVICE double clamp_to(double v, int64_t size) {
 
 SEGDET_HOST_DEVICE Region make_region(double x1, double y1, double x2, double y2, int64_t mask_size, int64_t height,
                                       int64_t width) {
-  Region r{0, 0, 0, 0};
   const bool finite = (x1 - x1 == 0.0) && (y1 - y1 == 0.0) && (x2 - x2 == 0.0) && (y2 - y2 == 0.0);
   if (!finite || !(x2 > x1) || !(y2 > y1)) {
-    return r;
+    return Region{0, 0, 0, 0};
   }
   const double cell_w = (x2 - x1) / static_cast<double>(mask_size);
   const double cell_h = (y2 - y1) / static_cast<double>(mask_size);
-  const int64_t xa = static_cast<int64_t>(clamp_to(std::floor(x1 - cell_w), width));
-  const int64_t ya = static_cast<int64_t>(clamp_to(std::floor(y1 - cell_h), height));
-  const int64_t xb = static_cast<int64_t>(clamp_to(std::ceil(x2 + cell_w), width));
-  const int64_t yb = static_cast<int64_t>(clamp_to(std::ceil(y2 + cell_h), height));
-  if (xb <= xa || yb <= ya) {
-    return r;
-  }
-  r.x = xa;
-  r.y = ya;
-  r.w = xb - xa;
-  r.h = yb - ya;
-  return r;
+  return paste_masks_math::span_region(static_cast<int64_t>(clamp_to(std::floor(x1 - cell_w), width)),
+                                       static_cast<int64_t>(clamp_to(std::floor(y1 - cell_h), height)),
+                                       static_cast<int64_t>(clamp_to(std::ceil(x2 + cell_w), width)),
+                                       static_cast<int64_t>(clamp_to(std::ceil(y2 + cell_h), height)));
 }
 
 // Everything a kernel needs of one detection, planned once per detection (on the host for the CPU

@@ -17,23 +17,21 @@ struct CropRegion {
   int64_t x, y, w, h;
 };
 
-SEGDET_HOST_DEVICE CropRegion crop_region(const PasteBox& box, int64_t height, int64_t width) {
-  CropRegion r{0, 0, 0, 0};
-  if (!box.valid) {
-    return r;
-  }
-  const int64_t xa = box.x1 > 0 ? box.x1 : 0;
-  const int64_t ya = box.y1 > 0 ? box.y1 : 0;
-  const int64_t xb = box.x2 + 1 < width ? box.x2 + 1 : width;
-  const int64_t yb = box.y2 + 1 < height ? box.y2 + 1 : height;
+// The crop of image columns [xa, xb) and rows [ya, yb) (already clipped to the image), or the empty crop.
+// Shared with the aligned pasting's regions (paste_masks_aligned_math.h).
+SEGDET_HOST_DEVICE CropRegion span_region(int64_t xa, int64_t ya, int64_t xb, int64_t yb) {
   if (xa >= xb || ya >= yb) {
-    return r;
+    return CropRegion{0, 0, 0, 0};
   }
-  r.x = xa;
-  r.y = ya;
-  r.w = xb - xa;
-  r.h = yb - ya;
-  return r;
+  return CropRegion{xa, ya, xb - xa, yb - ya};
+}
+
+SEGDET_HOST_DEVICE CropRegion crop_region(const PasteBox& box, int64_t height, int64_t width) {
+  if (!box.valid) {
+    return CropRegion{0, 0, 0, 0};
+  }
+  return span_region(box.x1 > 0 ? box.x1 : 0, box.y1 > 0 ? box.y1 : 0, box.x2 + 1 < width ? box.x2 + 1 : width,
+                     box.y2 + 1 < height ? box.y2 + 1 : height);
 }
 
 // The detection owning pixel `idx` of the concatenated crops: the last d with offsets[d] <= idx, for
